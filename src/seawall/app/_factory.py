@@ -1,0 +1,97 @@
+"""`create_app`: the cases service as a FastAPI application."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import structlog
+from fastapi import FastAPI
+from sqlalchemy.exc import SQLAlchemyError
+
+import seawall
+from seawall.app import _cases, _health
+from seawall.app._middleware import RequestContextMiddleware
+from seawall.app._problems import install_problem_handlers
+from seawall.app._state import ServiceState
+from seawall.config import Settings, load_settings
+from seawall.db import Database, migrate
+from seawall.errors import DatabaseError
+from seawall.idempotency import IdempotencyStore
+
+log = structlog.get_logger("seawall.app")
+
+# Expired idempotency keys are purged this often (and once at start-up).
+PURGE_INTERVAL_SECONDS = 300.0
+
+
+def create_app(settings: Settings | None = None, *, database: Database | None = None) -> FastAPI:
+    """Build the cases service.
+
+    Args:
+        settings: the configuration; read from the environment when omitted.
+        database: an already open database to use (and not close); by default the
+            app opens ``settings.database_url`` at start-up and closes it at shutdown.
+
+    Returns:
+        The FastAPI application; its lifespan opens the database, applies migrations
+        on the embedded SQLite (or when ``SEAWALL_AUTO_MIGRATE`` is set) and starts
+        the purge of expired idempotency keys.
+    """
+    settings = settings or load_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        owned = database is None
+        db = database or Database(
+            settings.database_url.get_secret_value(),
+            pool_size=settings.database_pool_size,
+            timeout=settings.database_timeout_seconds,
+        )
+        try:
+            if owned and settings.should_auto_migrate:
+                await migrate(db)
+                log.info("database_migrated", database=repr(db))
+            store = IdempotencyStore(
+                db,
+                ttl=settings.idempotency_ttl_seconds,
+                lock_timeout=settings.idempotency_lock_seconds,
+            )
+            app.state.seawall = ServiceState(settings=settings, database=db, idempotency=store)
+            purger = asyncio.create_task(_purge_forever(store), name="seawall-idempotency-purge")
+            log.info("service_started", version=seawall.__version__, database=repr(db))
+            try:
+                yield
+            finally:
+                purger.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await purger
+        finally:
+            if owned:
+                await db.dispose()
+            log.info("service_stopped")
+
+    app = FastAPI(
+        title="seawall cases service",
+        version=seawall.__version__,
+        summary="Cases API with idempotent mutations and a transactional outbox.",
+        lifespan=lifespan,
+    )
+    install_problem_handlers(app)
+    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    app.include_router(_cases.router)
+    app.include_router(_health.router)
+    return app
+
+
+async def _purge_forever(store: IdempotencyStore) -> None:
+    while True:
+        try:
+            removed = await store.purge_expired()
+            if removed:
+                log.info("idempotency_keys_purged", count=removed)
+        except (SQLAlchemyError, DatabaseError, OSError) as exc:
+            log.warning("idempotency_purge_failed", error=type(exc).__name__)
+        await asyncio.sleep(PURGE_INTERVAL_SECONDS)

@@ -1,0 +1,185 @@
+"""RFC 9457 problem details: every error the service answers is one of these."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from http import HTTPStatus
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from seawall.observability import current_correlation_id
+
+PROBLEM_JSON = "application/problem+json"
+_TYPE_PREFIX = "urn:seawall:problem:"
+
+log = structlog.get_logger("seawall.app")
+
+
+class FieldError(BaseModel):
+    """One invalid input: where it is and what is wrong with it."""
+
+    field: str = Field(description="Dotted location, e.g. 'body.priority' or 'query.limit'.")
+    message: str
+    type: str
+
+
+class ProblemDetails(BaseModel):
+    """The ``application/problem+json`` body (RFC 9457)."""
+
+    type: str
+    title: str
+    status: int
+    detail: str | None = None
+    instance: str | None = None
+    correlation_id: str | None = None
+    errors: list[FieldError] | None = None
+
+
+class Problem(Exception):  # noqa: N818 - it is the problem, not an error about one
+    """Raise to answer with a problem document.
+
+    Args:
+        status: the HTTP status.
+        slug: the problem type, appended to ``urn:seawall:problem:``.
+        detail: a human sentence saying what happened and what to do.
+        errors: per-field errors.
+        headers: extra response headers (``Retry-After``, ``ETag``, ...).
+    """
+
+    def __init__(
+        self,
+        status: int,
+        slug: str,
+        detail: str | None = None,
+        *,
+        errors: Sequence[FieldError] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(detail or slug)
+        self.status = status
+        self.slug = slug
+        self.detail = detail
+        self.errors = list(errors) if errors else None
+        self.headers = dict(headers or {})
+
+
+def problem_response(
+    status: int,
+    slug: str,
+    detail: str | None = None,
+    *,
+    instance: str | None = None,
+    errors: Sequence[FieldError] | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> JSONResponse:
+    """Build an ``application/problem+json`` response."""
+    body = ProblemDetails(
+        type=_TYPE_PREFIX + slug,
+        title=_title(status),
+        status=status,
+        detail=detail,
+        instance=instance,
+        correlation_id=current_correlation_id(),
+        errors=list(errors) if errors else None,
+    )
+    return JSONResponse(
+        body.model_dump(exclude_none=True),
+        status_code=status,
+        media_type=PROBLEM_JSON,
+        headers=dict(headers or {}),
+    )
+
+
+def _title(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return "Error"
+
+
+def _location(loc: Sequence[int | str], error_type: str) -> str:
+    if error_type == "json_invalid":
+        return "body"  # the rest of the location is a character offset, not a field
+    return ".".join(str(part) for part in loc) or "body"
+
+
+def validation_errors(errors: Sequence[Any]) -> list[FieldError]:
+    """Translate pydantic/FastAPI errors into `FieldError`s, never echoing the input."""
+    return [
+        FieldError(
+            field=_location(error.get("loc", ()), str(error.get("type", ""))),
+            message=str(error.get("msg", "invalid value")),
+            type=str(error.get("type", "value_error")),
+        )
+        for error in errors
+    ]
+
+
+async def _on_problem(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, Problem)
+    return problem_response(
+        exc.status,
+        exc.slug,
+        exc.detail,
+        instance=request.url.path,
+        errors=exc.errors,
+        headers=exc.headers,
+    )
+
+
+async def _on_validation(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = validation_errors(exc.errors())
+    if any(error.type == "json_invalid" for error in errors):
+        return problem_response(
+            400,
+            "malformed-json",
+            "the request body is not valid JSON",
+            instance=request.url.path,
+            errors=[e for e in errors if e.type == "json_invalid"],
+        )
+    names = ", ".join(sorted({error.field for error in errors}))
+    return problem_response(
+        422,
+        "validation-error",
+        f"invalid input: {names}",
+        instance=request.url.path,
+        errors=errors,
+    )
+
+
+_SLUGS = {
+    400: "bad-request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not-found",
+    405: "method-not-allowed",
+    406: "not-acceptable",
+    413: "payload-too-large",
+    415: "unsupported-media-type",
+}
+
+
+async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    detail = exc.detail if isinstance(exc.detail, str) else None
+    return problem_response(
+        exc.status_code,
+        _SLUGS.get(exc.status_code, "http-error"),
+        detail,
+        instance=request.url.path,
+        headers=exc.headers,
+    )
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    """Make *app* answer every handled error with a problem document."""
+    app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(RequestValidationError, _on_validation)
+    app.add_exception_handler(StarletteHTTPException, _on_http_exception)

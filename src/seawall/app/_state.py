@@ -1,0 +1,27 @@
+"""What the running service holds: settings, database, stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from seawall.config import Settings
+from seawall.db import Database
+from seawall.idempotency import IdempotencyStore
+
+
+@dataclass(slots=True)
+class ServiceState:
+    """The service's collaborators, created at start-up and shared by every request."""
+
+    settings: Settings
+    database: Database
+    idempotency: IdempotencyStore
+
+    @staticmethod
+    def of(request: Request) -> ServiceState:
+        """Return the state of the app serving *request*."""
+        state = request.app.state.seawall
+        assert isinstance(state, ServiceState), "the app was not started through its lifespan"
+        return state

@@ -1,0 +1,149 @@
+"""`Database`: one async engine and its session factory."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+
+from seawall.errors import DatabaseError
+
+_ASYNC_DRIVERS = {
+    "sqlite": "sqlite+aiosqlite",
+    "postgresql": "postgresql+asyncpg",
+    "postgres": "postgresql+asyncpg",
+}
+
+
+def normalize_url(url: str) -> str:
+    """Return *url* with the async driver seawall uses for its backend.
+
+    ``sqlite:///x.db`` becomes ``sqlite+aiosqlite:///x.db`` and ``postgresql://...``
+    (or ``postgres://``) becomes ``postgresql+asyncpg://...``; explicit drivers stay.
+
+    Raises:
+        ValueError: the URL names a backend seawall does not support.
+    """
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ValueError("database URL must look like sqlite:///path or postgresql://host/db")
+    if "+" in scheme:
+        backend = scheme.split("+", 1)[0]
+        if backend not in _ASYNC_DRIVERS:
+            raise ValueError(f"unsupported database backend {backend!r}")
+        return url
+    if scheme not in _ASYNC_DRIVERS:
+        raise ValueError(f"unsupported database backend {scheme!r}")
+    return f"{_ASYNC_DRIVERS[scheme]}://{rest}"
+
+
+def dialect_of(session: AsyncSession) -> str:
+    """Return the backend name of *session*'s connection (``sqlite`` or ``postgresql``)."""
+    return session.get_bind().dialect.name
+
+
+class Database:
+    """An async engine with its session factory.
+
+    SQLite runs in WAL mode with a busy timeout, and every transaction starts with
+    ``BEGIN IMMEDIATE`` so that concurrent writers queue on the lock instead of
+    failing when a read transaction upgrades to a write.
+
+    Args:
+        url: a SQLAlchemy URL; see `normalize_url`.
+        pool_size: connections kept per process (PostgreSQL).
+        timeout: seconds to wait for a connection or for SQLite's write lock.
+        echo: log every statement (debugging only).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        pool_size: int = 10,
+        timeout: float = 5.0,
+        echo: bool = False,
+    ) -> None:
+        self.url = normalize_url(url)
+        parsed = make_url(self.url)
+        self.dialect = parsed.get_backend_name()
+        options: dict[str, Any] = {"echo": echo}
+        if self.dialect == "sqlite":
+            database = parsed.database
+            if database and database != ":memory:" and not database.startswith("file:"):
+                Path(database).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            options["connect_args"] = {"timeout": timeout}
+        else:
+            options.update(
+                pool_size=pool_size,
+                max_overflow=pool_size,
+                pool_timeout=timeout,
+                pool_pre_ping=True,
+                connect_args={"timeout": timeout},
+            )
+        self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        if self.dialect == "sqlite":
+            _configure_sqlite(self.engine, busy_timeout_ms=int(timeout * 1000))
+        self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
+            self.engine, expire_on_commit=False
+        )
+
+    def __repr__(self) -> str:
+        return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session inside one transaction: committed on success, rolled back on error."""
+        async with self.sessions() as session, session.begin():
+            yield session
+
+    async def ping(self, *, timeout: float = 2.0) -> None:
+        """Run ``SELECT 1``.
+
+        Raises:
+            DatabaseError: the database did not answer within *timeout* seconds.
+        """
+        try:
+            async with asyncio.timeout(timeout), self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except (TimeoutError, SQLAlchemyError, OSError) as exc:
+            raise DatabaseError(
+                f"database is unreachable ({type(exc).__name__}); check SEAWALL_DATABASE_URL"
+            ) from exc
+
+    async def dispose(self) -> None:
+        """Close every pooled connection."""
+        await self.engine.dispose()
+
+
+def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Take transaction control from the driver so BEGIN IMMEDIATE below is ours.
+        dbapi_connection.isolation_level = None
+        cursor = dbapi_connection.cursor()
+        for pragma in (
+            "PRAGMA journal_mode=WAL",
+            "PRAGMA synchronous=NORMAL",
+            "PRAGMA foreign_keys=ON",
+            f"PRAGMA busy_timeout={busy_timeout_ms}",
+        ):
+            cursor.execute(pragma)
+        cursor.close()
+
+    @event.listens_for(engine.sync_engine, "begin")
+    def _on_begin(conn: sa.Connection) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")

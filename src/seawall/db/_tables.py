@@ -1,0 +1,118 @@
+"""The schema, as SQLAlchemy Core tables shared by every backend.
+
+The Alembic revisions in ``seawall/db/migrations`` create exactly these tables;
+a test compares the two so they cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Dialect
+from sqlalchemy.types import TypeDecorator
+
+# Constraint names are fixed so that migrations and reflection agree on every backend.
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# SQLite's autoincrement needs INTEGER PRIMARY KEY; PostgreSQL gets a 64-bit identity.
+BigIntId = sa.BigInteger().with_variant(sa.Integer(), "sqlite")
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """A timezone-aware UTC timestamp on every backend.
+
+    PostgreSQL stores ``timestamptz``. SQLite has no time zones, so values are
+    stored as naive UTC and made aware again on the way out; naive values are
+    refused on the way in rather than guessed at.
+    """
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime; pass an aware datetime in UTC")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        assert isinstance(value, datetime)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+cases = sa.Table(
+    "cases",
+    metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("title", sa.String(200), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False),
+    sa.Column("priority", sa.String(10), nullable=False),
+    sa.Column("external_id", sa.String(200), nullable=True),
+    sa.Column("customer_id", sa.String(200), nullable=True),
+    sa.Column("metadata", sa.JSON(), nullable=False),
+    sa.Column("version", sa.Integer(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("priority IN ('low', 'medium', 'high')", name="priority"),
+    sa.CheckConstraint("status IN ('open', 'in_progress', 'resolved', 'closed')", name="status"),
+    # Keyset pagination walks (created_at, id) newest first.
+    sa.Index("ix_cases_created_at_id", "created_at", "id"),
+    sa.Index("ix_cases_status_created_at", "status", "created_at"),
+    sa.Index("ix_cases_priority_created_at", "priority", "created_at"),
+    sa.Index("ix_cases_external_id", "external_id"),
+)
+
+outbox = sa.Table(
+    "outbox",
+    metadata,
+    sa.Column("seq", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("event_id", sa.String(64), nullable=False, unique=True),
+    sa.Column("event_type", sa.String(200), nullable=False),
+    sa.Column("source", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(200), nullable=True),
+    sa.Column("aggregate_type", sa.String(100), nullable=False),
+    sa.Column("aggregate_id", sa.String(200), nullable=False),
+    sa.Column("payload", sa.JSON(), nullable=True),
+    sa.Column("correlation_id", sa.String(128), nullable=True),
+    sa.Column("causation_id", sa.String(128), nullable=True),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("published_at", UTCDateTime(), nullable=True),
+    sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Index("ix_outbox_published_at_seq", "published_at", "seq"),
+    sa.Index("ix_outbox_aggregate_type_aggregate_id_seq", "aggregate_type", "aggregate_id", "seq"),
+)
+
+idempotency_keys = sa.Table(
+    "idempotency_keys",
+    metadata,
+    # The scope is the operation ("POST /cases"): one key may serve different endpoints.
+    sa.Column("scope", sa.String(100), primary_key=True),
+    sa.Column("key", sa.String(255), primary_key=True),
+    sa.Column("request_hash", sa.String(64), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("response_status", sa.Integer(), nullable=True),
+    sa.Column("response_headers", sa.JSON(), nullable=True),
+    sa.Column("response_body", sa.Text(), nullable=True),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("locked_until", UTCDateTime(), nullable=True),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.CheckConstraint("state IN ('in_flight', 'completed')", name="state"),
+    sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)

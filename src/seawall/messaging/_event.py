@@ -1,0 +1,89 @@
+"""The CloudEvents 1.0 envelope seawall publishes and consumes."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from seawall.observability import current_causation_id, current_correlation_id
+
+_EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+
+
+class Event(BaseModel):
+    """A CloudEvents 1.0 envelope (JSON format) with correlation extensions.
+
+    ``type`` is lower dotted (``case.created``); ``subject`` names the aggregate
+    instance the event is about. Create one with `Event.create`, which fills
+    the id, the time and the correlation ids of the current context.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    specversion: Literal["1.0"] = "1.0"
+    id: str = Field(min_length=1, max_length=64)
+    source: str = Field(min_length=1, max_length=200)
+    type: str = Field(min_length=3, max_length=200)
+    subject: str | None = Field(default=None, max_length=200)
+    time: datetime
+    datacontenttype: Literal["application/json"] = "application/json"
+    data: dict[str, Any] | None = None
+    correlationid: str | None = Field(default=None, max_length=128)
+    causationid: str | None = Field(default=None, max_length=128)
+
+    @field_validator("type")
+    @classmethod
+    def _dotted_type(cls, value: str) -> str:
+        if not _EVENT_TYPE.fullmatch(value):
+            raise ValueError("event type must be lower dotted, like 'case.created'")
+        return value
+
+    @field_validator("time")
+    @classmethod
+    def _aware_time(cls, value: datetime) -> datetime:
+        if value.tzinfo is None:
+            raise ValueError("event time must be timezone-aware")
+        return value.astimezone(UTC)
+
+    @classmethod
+    def create(
+        cls,
+        type: str,
+        *,
+        source: str,
+        subject: str | None = None,
+        data: dict[str, Any] | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        time: datetime | None = None,
+    ) -> Event:
+        """Build an event with a fresh id, the current time and the context's correlation.
+
+        Args:
+            type: the lower dotted event type, e.g. ``case.created``.
+            source: the URI-reference of the producer, e.g. ``/seawall/cases``.
+            subject: the aggregate instance, e.g. the case id.
+            data: the JSON payload.
+            correlation_id: defaults to the current correlation id.
+            causation_id: defaults to the current causation id.
+            time: defaults to now (UTC).
+        """
+        return cls(
+            id=str(uuid.uuid4()),
+            source=source,
+            type=type,
+            subject=subject,
+            time=time or datetime.now(UTC),
+            data=data,
+            correlationid=correlation_id or current_correlation_id(),
+            causationid=causation_id or current_causation_id(),
+        )
+
+    @property
+    def aggregate_type(self) -> str:
+        """The aggregate kind: the first segment of the type (``case`` for ``case.created``)."""
+        return self.type.split(".", 1)[0]

@@ -1,0 +1,29 @@
+"""Logs and correlation: structlog JSON lines, secret redaction, correlation ids.
+
+The correlation id of the current unit of work (an HTTP request, a consumed
+message) lives in a context variable: every log line carries it, outgoing calls
+and outbox events read it, and nobody passes it by hand.
+"""
+
+from seawall.observability._correlation import (
+    CAUSATION_HEADER,
+    CORRELATION_HEADER,
+    bind_correlation,
+    current_causation_id,
+    current_correlation_id,
+    new_correlation_id,
+    valid_correlation_id,
+)
+from seawall.observability._logging import configure_logging, redact
+
+__all__ = [
+    "CAUSATION_HEADER",
+    "CORRELATION_HEADER",
+    "bind_correlation",
+    "configure_logging",
+    "current_causation_id",
+    "current_correlation_id",
+    "new_correlation_id",
+    "redact",
+    "valid_correlation_id",
+]

@@ -1,0 +1,110 @@
+"""structlog configuration: JSON lines on stdout with secrets redacted.
+
+Both structlog loggers and the standard library's (uvicorn, alembic, SQLAlchemy)
+go through the same processors, so every line is JSON, carries the correlation
+id from the context and has passed the redaction step.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import Any, TextIO
+
+import structlog
+from pydantic import SecretBytes, SecretStr
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+REDACTED = "**********"
+
+# Keys whose values are secrets whatever their type.
+_SECRET_KEY = re.compile(
+    r"(pass(word|wd)?|secret|token|api[_-]?key|authorization|cookie|credential|signature|dsn)",
+    re.IGNORECASE,
+)
+# user:password@ inside any URL-looking string.
+_URL_PASSWORD = re.compile(r"(?P<prefix>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
+# Bearer and basic credentials that end up inside free text.
+_AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
+_MAX_DEPTH = 6
+
+
+def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
+    """Return *value* with secrets replaced by ``**********``.
+
+    A value is a secret when its key looks like one (password, token, api_key,
+    authorization, ...), when it is a `SecretStr`, or, inside strings, when it is
+    the password of a URL or the credential of an ``Authorization`` value.
+    """
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if key is not None and _SECRET_KEY.search(key) and value is not None:
+        return REDACTED
+    if isinstance(value, str):
+        value = _URL_PASSWORD.sub(r"\g<prefix>***@", value)
+        return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
+    if _depth >= _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: redact(v, key=str(k), _depth=_depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(redact(v, _depth=_depth + 1) for v in value)
+    return value
+
+
+def _redact_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    redacted: MutableMapping[str, Any] = {}
+    for k, v in event_dict.items():
+        redacted[k] = redact(v, key=None if k == "event" else k)
+    return dict(redacted)
+
+
+def _shared_processors() -> list[Processor]:
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.format_exc_info,
+        _redact_processor,
+    ]
+
+
+def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> None:
+    """Send structlog and standard-library logs to *stream* as JSON lines.
+
+    Args:
+        level: the lowest level written (``debug`` ... ``critical``).
+        stream: where lines go; standard output by default.
+    """
+    numeric = logging.getLevelNamesMapping()[level.upper()]
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            foreign_pre_chain=_shared_processors(),
+            processors=[
+                structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                structlog.processors.JSONRenderer(),
+            ],
+        )
+    )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric)
+    # uvicorn installs its own handlers; ours are the only ones, and we log requests ourselves.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
+    logging.getLogger("uvicorn.access").disabled = True
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *_shared_processors(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=False,
+    )
