@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -70,6 +71,10 @@ class StoredResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
 def _seconds(value: float | timedelta) -> float:
     return value.total_seconds() if isinstance(value, timedelta) else float(value)
 
@@ -82,6 +87,7 @@ class IdempotencyStore:
         ttl: how long a key and its response are kept.
         lock_timeout: after this long an in-flight key is taken as abandoned
             (its process died) and the next request may take it over.
+        clock: returns the current aware UTC time; tests pass a fake one.
     """
 
     def __init__(
@@ -90,8 +96,10 @@ class IdempotencyStore:
         *,
         ttl: float | timedelta = 86400.0,
         lock_timeout: float | timedelta = 60.0,
+        clock: Callable[[], datetime] = _utcnow,
     ) -> None:
         self._db = database
+        self._clock = clock
         self.ttl = timedelta(seconds=_seconds(ttl))
         self.lock_timeout = timedelta(seconds=_seconds(lock_timeout))
         if self.ttl <= timedelta(0) or self.lock_timeout <= timedelta(0):
@@ -109,7 +117,7 @@ class IdempotencyStore:
             IdempotencyKeyMismatch: the key was used for a different request.
             IdempotencyKeyInFlight: an identical request still holds the key.
         """
-        now = datetime.now(UTC)
+        now = self._clock()
         table = idempotency_keys
         async with self._db.transaction() as session:
             inserted = await session.execute(
@@ -192,7 +200,7 @@ class IdempotencyStore:
         table = idempotency_keys
         removed = 0
         for _ in range(max_batches):
-            now = datetime.now(UTC)
+            now = self._clock()
             async with self._db.transaction() as session:
                 doomed = (
                     await session.execute(

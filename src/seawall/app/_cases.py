@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -45,11 +45,29 @@ def _not_found(case_id: str) -> Problem:
     return Problem(404, "case-not-found", f"there is no case with id {case_id!r}")
 
 
+def _json_body(request: Request) -> None:
+    """Refuse a body that is not declared as JSON with 415.
+
+    FastAPI parses only ``application/json`` (and ``+json``) bodies; any other content
+    type reaches validation as raw bytes and would get a puzzling 422.
+    """
+    media = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Problem(
+            415,
+            "unsupported-media-type",
+            "send the body as JSON with the header Content-Type: application/json",
+        )
+
+
 @router.post(
     "/cases",
     status_code=201,
     response_model=Case,
-    responses={400: _PROBLEM, 409: _PROBLEM, 413: _PROBLEM, 422: _PROBLEM},
+    dependencies=[Depends(_json_body)],
+    responses={400: _PROBLEM, 409: _PROBLEM, 413: _PROBLEM, 415: _PROBLEM, 422: _PROBLEM},
     summary="Open a case",
 )
 async def create_case(
@@ -173,7 +191,15 @@ def _matches(if_match: str, etag: str) -> bool:
 @router.patch(
     "/cases/{case_id}",
     response_model=Case,
-    responses={400: _PROBLEM, 404: _PROBLEM, 409: _PROBLEM, 412: _PROBLEM, 422: _PROBLEM},
+    dependencies=[Depends(_json_body)],
+    responses={
+        400: _PROBLEM,
+        404: _PROBLEM,
+        409: _PROBLEM,
+        412: _PROBLEM,
+        415: _PROBLEM,
+        422: _PROBLEM,
+    },
     summary="Change a case's status or priority",
 )
 async def patch_case(

@@ -60,7 +60,9 @@ async def update_case(session: AsyncSession, case: Case, changes: dict[str, str]
     )
     if result.rowcount != 1:
         return None
-    return case.model_copy(update={**changes, "version": case.version + 1, "updated_at": now})
+    return Case.model_validate(
+        {**case.model_dump(), **changes, "version": case.version + 1, "updated_at": now}
+    )
 
 
 def _filters(status: Status | None, priority: Priority | None) -> list[sa.ColumnElement[bool]]:

@@ -1,0 +1,138 @@
+"""`seawall.db`: URLs, the engine, timestamps and the migrations."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+
+from seawall.db import (
+    Database,
+    UTCDateTime,
+    current_revision,
+    head_revision,
+    metadata,
+    migrate,
+    normalize_url,
+)
+from seawall.errors import DatabaseError
+
+
+@pytest.mark.parametrize(
+    ("url", "normalized"),
+    [
+        ("sqlite:///x.db", "sqlite+aiosqlite:///x.db"),
+        ("postgresql://h/db", "postgresql+asyncpg://h/db"),
+        ("postgres://h/db", "postgresql+asyncpg://h/db"),
+        ("postgresql+asyncpg://h/db", "postgresql+asyncpg://h/db"),
+    ],
+)
+def test_urls_get_their_async_driver(url: str, normalized: str) -> None:
+    assert normalize_url(url) == normalized
+
+
+@pytest.mark.parametrize("url", ["mysql://h/db", "no-scheme", "oracle+cx://h/db"])
+def test_unsupported_urls_are_refused(url: str) -> None:
+    with pytest.raises(ValueError, match=r"unsupported|must look like"):
+        normalize_url(url)
+
+
+def test_repr_hides_the_password() -> None:
+    database = Database("postgresql://app:hunter2@db/cases")
+
+    assert "hunter2" not in repr(database)
+
+
+async def test_sqlite_file_directory_is_created(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/deep/er/seawall.db")
+
+    await database.ping()
+    await database.dispose()
+
+    assert (tmp_path / "deep" / "er" / "seawall.db").exists()
+
+
+async def test_ping_of_an_unreachable_database_is_a_database_error() -> None:
+    database = Database("postgresql://127.0.0.1:1/none", timeout=1)
+
+    with pytest.raises(DatabaseError, match="unreachable"):
+        await database.ping(timeout=2)
+
+    await database.dispose()
+
+
+async def test_migrations_reach_head_and_match_the_tables(database: Database) -> None:
+    def differences(conn: sa.Connection) -> list[object]:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        return list(compare_metadata(context, metadata))
+
+    async with database.engine.connect() as conn:
+        diff = await conn.run_sync(differences)
+
+    assert await current_revision(database) == head_revision()
+    assert diff == []
+
+
+async def test_migrating_twice_changes_nothing(database: Database) -> None:
+    await migrate(database)
+
+    assert await current_revision(database) == head_revision()
+
+
+async def test_a_fresh_database_has_no_revision(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/fresh.db")
+
+    revision = await current_revision(database)
+    await database.dispose()
+
+    assert revision is None
+
+
+async def test_timestamps_come_back_aware_in_utc(database: Database) -> None:
+    table = sa.Table("stamps", sa.MetaData(), sa.Column("at", UTCDateTime()))
+    moment = datetime(2026, 5, 1, 12, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+
+    async with database.transaction() as session:
+        await session.run_sync(lambda s: table.create(s.connection()))
+        await session.execute(table.insert().values(at=moment))
+        stored = (await session.execute(sa.select(table.c.at))).scalar_one()
+        await session.run_sync(lambda s: table.drop(s.connection()))
+
+    assert stored == moment
+    assert stored.tzinfo == UTC
+
+
+async def test_naive_timestamps_are_refused(database: Database) -> None:
+    table = sa.Table("naive", sa.MetaData(), sa.Column("at", UTCDateTime()))
+
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        async with database.transaction() as session:
+            await session.run_sync(lambda s: table.create(s.connection()))
+            await session.execute(table.insert().values(at=datetime(2026, 1, 1)))  # noqa: DTZ001
+
+
+async def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
+    table = metadata.tables["cases"]
+
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await session.execute(
+                table.insert().values(
+                    id="c1",
+                    title="t",
+                    status="open",
+                    priority="low",
+                    metadata={},
+                    version=1,
+                    created_at=datetime.now(UTC),
+                    updated_at=datetime.now(UTC),
+                )
+            )
+            raise RuntimeError("boom")
+
+    async with database.sessions() as session:
+        assert (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar() == 0
