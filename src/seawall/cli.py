@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import sys
+from types import FrameType
 from typing import Annotated, NoReturn
 
 import typer
@@ -33,7 +35,9 @@ _err = Console(stderr=True)
 
 
 def _fail(message: str, code: int = 2) -> NoReturn:
-    _err.print(f"seawall: {message}", markup=False, highlight=False)
+    # soft_wrap: Rich would otherwise break a long message at the console width, and
+    # scripts and log collectors rely on one error being one line.
+    _err.print(f"seawall: {message}", markup=False, highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -63,6 +67,10 @@ def serve(
 
     settings = _settings(host=host, port=port, log_level=log_level)
     configure_logging(settings.log_level)
+    # uvicorn shuts down gracefully on SIGTERM, then raises the signal again under the
+    # handler it found. With the default one that kills the process (status -15) after a
+    # clean stop; a requested stop is a successful run, so it exits 0 instead.
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     uvicorn.run(
         create_app(settings),
         host=settings.host,
@@ -72,6 +80,10 @@ def serve(
         server_header=False,
         lifespan="on",
     )
+
+
+def _exit_on_sigterm(_signum: int, _frame: FrameType | None) -> NoReturn:
+    raise SystemExit(0)
 
 
 @app.command("migrate")

@@ -28,6 +28,7 @@ def lines() -> Iterator[io.StringIO]:
     yield stream
     structlog.reset_defaults()
     logging.getLogger().handlers.clear()
+    logging.captureWarnings(False)
 
 
 def records(stream: io.StringIO) -> list[dict[str, Any]]:

@@ -162,7 +162,8 @@ async def list_cases(
     )
 
 
-CaseId = Annotated[str, Path(max_length=64, description="The case id.")]
+# No NUL: PostgreSQL cannot compare against it, nor store it in an idempotency scope.
+CaseId = Annotated[str, Path(max_length=64, pattern="^[^\\x00]*$", description="The case id.")]
 
 
 @router.get(

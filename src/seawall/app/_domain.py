@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+    model_validator,
+)
 
 
 class Priority(StrEnum):
@@ -41,8 +50,55 @@ def transition_allowed(current: Status, target: Status) -> bool:
     return current == target or target in TRANSITIONS[current]
 
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
-ExternalRef = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Metadata a few hundred levels deep cannot be serialised back (pydantic gives up),
+# which turned such a request into a 500; 32 levels is far more than metadata needs.
+MAX_METADATA_DEPTH = 32
+
+
+def _without_nul(value: str) -> str:
+    # PostgreSQL text cannot hold NUL; refuse it on every backend alike.
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+def _storable_json(value: object, depth: int = 0) -> None:
+    """Refuse what JSON columns and JSON responses cannot hold.
+
+    Python's JSON parser accepts NaN, Infinity (also as ``1e999``) and lone UTF-16
+    surrogates (``"\\ud800"``); no database JSON column or strict encoder does.
+
+    Raises:
+        ValueError: *value* is nested too deep or holds one of those.
+    """
+    if depth > MAX_METADATA_DEPTH:
+        raise ValueError(f"must not be nested more than {MAX_METADATA_DEPTH} levels deep")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError("must not contain NaN or Infinity")
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise ValueError("must not contain unpaired UTF-16 surrogates") from None
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _storable_json(key, depth)
+            _storable_json(item, depth + 1)
+    elif isinstance(value, list):
+        for item in value:
+            _storable_json(item, depth + 1)
+
+
+Title = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_without_nul),
+]
+ExternalRef = Annotated[
+    str,
+    StringConstraints(strip_whitespace=True, min_length=1, max_length=200),
+    AfterValidator(_without_nul),
+]
 
 
 class CaseCreate(BaseModel):
@@ -62,6 +118,13 @@ class CaseCreate(BaseModel):
     external_id: ExternalRef | None = None
     customer_id: ExternalRef | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("metadata", mode="before")
+    @classmethod
+    def _storable_metadata(cls, value: object) -> object:
+        # Before validation: pydantic would silently replace surrogates in keys.
+        _storable_json(value)
+        return value
 
 
 class CasePatch(BaseModel):

@@ -11,6 +11,8 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from seawall.observability import current_correlation_id
@@ -178,8 +180,30 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    # A locked SQLite file, a lost connection or an exhausted pool is the outside world
+    # failing, not a bug here: answer 503 so that clients retry. The driver's message
+    # is logged, never the statement and its parameters.
+    cause = exc.orig if isinstance(exc, DBAPIError) else exc
+    log.warning(
+        "database_unavailable",
+        path=request.url.path,
+        error=type(cause).__name__,
+        reason=str(cause)[:200],
+    )
+    return problem_response(
+        503,
+        "database-unavailable",
+        "the database is busy or unreachable; retry shortly",
+        instance=request.url.path,
+        headers={"Retry-After": "1"},
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make *app* answer every handled error with a problem document."""
     app.add_exception_handler(Problem, _on_problem)
+    app.add_exception_handler(OperationalError, _on_database_unavailable)
+    app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -145,8 +145,11 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
         raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
         created, case_id = json.loads(raw)
         moment = datetime.fromisoformat(created)
-    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError) as exc:
+        # Queries compare in UTC: a moment near year 1 or 9999 may not exist there.
+        in_utc = moment.astimezone(UTC) if moment.tzinfo is not None else None
+    except (binascii.Error, ValueError, TypeError, UnicodeDecodeError, OverflowError) as exc:
         raise ValueError("cursor is not one this API returned") from exc
-    if not isinstance(case_id, str) or moment.tzinfo is None:
+    # Case ids never hold NUL (PostgreSQL cannot even compare against one).
+    if not isinstance(case_id, str) or "\x00" in case_id or in_utc is None:
         raise ValueError("cursor is not one this API returned")
-    return moment, case_id
+    return in_utc, case_id

@@ -63,4 +63,7 @@ async def migrate(database: Database, revision: str = "head") -> None:
         async with database.engine.begin() as conn:
             await conn.run_sync(_upgrade)
     except (SQLAlchemyError, OSError) as exc:
-        raise MigrationError(f"migration to {revision!r} failed: {type(exc).__name__}") from exc
+        raise MigrationError(
+            f"migration to {revision!r} failed ({type(exc).__name__}); "
+            "check SEAWALL_DATABASE_URL and that the database is up"
+        ) from exc

@@ -98,6 +98,11 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     logging.getLogger("uvicorn.access").disabled = True
+    # Python warnings (deprecations in a dependency, say) become JSON lines too.
+    logging.captureWarnings(True)
+    # At DEBUG, aiosqlite logs every statement with its parameters: request bodies,
+    # idempotency keys and stored responses, which must never reach the logs.
+    logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,

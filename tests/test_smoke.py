@@ -1,0 +1,240 @@
+"""End to end: ``seawall serve`` as a real process, over real HTTP, stopped by SIGTERM."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+STARTUP_TIMEOUT_SECONDS = 20.0
+SHUTDOWN_TIMEOUT_SECONDS = 15.0
+POLL_INTERVAL_SECONDS = 0.05
+MAX_BODY_BYTES = 4096
+REDIS_PASSWORD = "s3cr3tpass"
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _clean_environment(**settings: str) -> dict[str, str]:
+    """This process's environment without any SEAWALL_* variable, plus *settings*."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEAWALL_")}
+    env.update(settings)
+    return env
+
+
+@dataclass
+class Server:
+    """A running ``seawall serve`` process and where its output goes."""
+
+    process: subprocess.Popen[bytes]
+    base_url: str
+    stdout: Path
+    stderr: Path
+
+    def output(self) -> tuple[str, str]:
+        return self.stdout.read_text(), self.stderr.read_text()
+
+    def stop(self) -> int:
+        """Send SIGTERM and return the exit code (the process is killed if it hangs)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            pytest.fail(f"seawall serve ignored SIGTERM for {SHUTDOWN_TIMEOUT_SECONDS}s")
+
+
+def _wait_until_ready(server: Server, correlation_id: str) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+    last_error = "no attempt"
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            _, stderr = server.output()
+            pytest.fail(f"seawall serve exited with {server.process.returncode}: {stderr}")
+        try:
+            response = httpx.get(
+                f"{server.base_url}/health/ready",
+                headers={"X-Correlation-Id": correlation_id},
+                timeout=2.0,
+            )
+        except httpx.TransportError as exc:
+            last_error = f"{type(exc).__name__}: {exc}"
+        else:
+            if response.status_code == 200:
+                return
+            last_error = f"HTTP {response.status_code}: {response.text}"
+        time.sleep(POLL_INTERVAL_SECONDS)
+    pytest.fail(f"seawall serve was not ready within {STARTUP_TIMEOUT_SECONDS}s ({last_error})")
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    """``seawall serve`` on a free port with a SQLite file in *tmp_path*; always stopped."""
+    port = _free_port()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    env = _clean_environment(
+        SEAWALL_DATABASE_URL=f"sqlite:///{tmp_path}/s.db",
+        SEAWALL_REDIS_URL=f"redis://user:{REDIS_PASSWORD}@127.0.0.1:6379/0",
+        SEAWALL_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
+        # The most verbose level: the most lines that could leak a secret or not be JSON.
+        SEAWALL_LOG_LEVEL="debug",
+        SEAWALL_SECRETS_DIR=str(secrets),
+    )
+    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
+    with stdout.open("wb") as out, stderr.open("wb") as err:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "seawall", "serve", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=out,
+            stderr=err,
+        )
+    running = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
+    try:
+        yield running
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _json_lines(text: str) -> list[dict[str, Any]]:
+    lines = [line for line in text.splitlines() if line.strip()]
+    parsed = []
+    for line in lines:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            pytest.fail(f"a log line is not JSON: {line!r}")
+        assert isinstance(record, dict), line
+        parsed.append(record)
+    return parsed
+
+
+def _correlated(correlation_id: str, **headers: str) -> dict[str, str]:
+    return {"X-Correlation-Id": correlation_id, **headers}
+
+
+def test_serve_answers_the_cases_api_over_http(server: Server) -> None:
+    body = {"title": "Refund not received", "priority": "high", "customer_id": "cus_123"}
+    key = {"Idempotency-Key": str(uuid.uuid4())}
+    oversized = {"title": "x", "priority": "low", "metadata": {"blob": "x" * MAX_BODY_BYTES}}
+
+    _wait_until_ready(server, "smoke-ready")
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
+        created = http.post("/cases", json=body, headers=key)
+        replayed = http.post("/cases", json=body, headers=key)
+        case_id = created.json()["id"]
+        read = http.get(f"/cases/{case_id}")
+        patched = http.patch(
+            f"/cases/{case_id}",
+            json={"status": "in_progress"},
+            headers={"If-Match": read.headers["ETag"]},
+        )
+        listed = http.get("/cases")
+        too_large = http.post("/cases", json=oversized, headers={"Idempotency-Key": "big"})
+        docs = http.get("/docs")
+        openapi = http.get("/openapi.json")
+
+    assert created.status_code == 201, created.text
+    assert created.headers["Location"] == f"/cases/{case_id}"
+    assert created.headers["ETag"] == '"v1"'
+    assert created.json()["status"] == "open"
+    assert replayed.status_code == 201
+    assert replayed.headers["Idempotent-Replayed"] == "true"
+    assert replayed.content == created.content
+    assert replayed.headers["Location"] == created.headers["Location"]
+    assert replayed.headers["ETag"] == created.headers["ETag"]
+    assert read.status_code == 200
+    assert read.json() == created.json()
+    assert patched.status_code == 200, patched.text
+    assert patched.json()["status"] == "in_progress"
+    assert patched.headers["ETag"] == '"v2"'
+    assert listed.status_code == 200
+    assert [case["id"] for case in listed.json()["data"]] == [case_id]
+    assert too_large.status_code == 413
+    assert too_large.headers["content-type"] == "application/problem+json"
+    assert too_large.json()["status"] == 413
+    assert docs.status_code == 200
+    assert "text/html" in docs.headers["content-type"]
+    assert openapi.status_code == 200
+    assert openapi.json()["info"]["title"] == "seawall cases service"
+
+
+def test_serve_stops_cleanly_on_sigterm_with_json_logs_that_carry_ids_and_no_secrets(
+    server: Server,
+) -> None:
+    run = f"smoke-{uuid.uuid4().hex}"
+    card_token = f"tok_{uuid.uuid4().hex}"
+    body = {"title": "Parcel lost", "priority": "low", "metadata": {"card_token": card_token}}
+
+    _wait_until_ready(server, f"{run}-ready")
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
+        created = http.post(
+            "/cases",
+            json=body,
+            headers=_correlated(f"{run}-create", **{"Idempotency-Key": str(uuid.uuid4())}),
+        )
+        missing = http.get("/cases/nope", headers=_correlated(f"{run}-missing"))
+        listed = http.get("/cases", headers=_correlated(f"{run}-list"))
+    exit_code = server.stop()
+    stdout, stderr = server.output()
+
+    assert [created.status_code, missing.status_code, listed.status_code] == [201, 404, 200]
+    assert missing.headers["X-Correlation-Id"] == f"{run}-missing"
+    assert exit_code == 0, stderr
+    assert stderr == ""
+    records = _json_lines(stdout)
+    requests = [r for r in records if r.get("event") == "request_completed"]
+    assert {r["correlation_id"] for r in requests} == {
+        f"{run}-{step}" for step in ("ready", "create", "missing", "list")
+    }
+    assert {(r["method"], r["path"], r["status"]) for r in requests} >= {
+        ("POST", "/cases", 201),
+        ("GET", "/cases/nope", 404),
+        ("GET", "/cases", 200),
+    }
+    assert any(r.get("event") == "service_stopped" for r in records)
+    assert REDIS_PASSWORD not in stdout
+    assert REDIS_PASSWORD not in stderr
+    assert card_token not in stdout
+
+
+def test_serve_with_a_bad_port_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
+    env = _clean_environment(SEAWALL_PORT="abc", SEAWALL_SECRETS_DIR=str(tmp_path))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "seawall", "serve"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=STARTUP_TIMEOUT_SECONDS,
+        check=False,
+    )
+
+    assert result.returncode != 0
+    assert result.stdout == ""
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "SEAWALL_PORT" in lines[0]
