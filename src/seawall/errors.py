@@ -8,9 +8,15 @@ as attributes and its message says what happened and what to do.
     ├── ConfigurationError          a setting is missing or invalid
     ├── DatabaseError               the database could not be reached or migrated
     │   └── MigrationError
-    └── IdempotencyError            an idempotency key cannot be honoured
-        ├── IdempotencyKeyInFlight  the first request with this key is still running
-        └── IdempotencyKeyMismatch  the key was used with a different request body
+    ├── IdempotencyError            an idempotency key cannot be honoured
+    │   ├── IdempotencyKeyInFlight  the first request with this key is still running
+    │   └── IdempotencyKeyMismatch  the key was used with a different request body
+    └── ResilienceError             a resilience policy refused or gave up on a call
+        ├── CircuitOpenError        the circuit is open: the call was not attempted
+        ├── RateLimitExceeded       no slot within the limit (and no waiting allowed)
+        ├── BulkheadFull            too many calls in flight and in the queue
+        ├── TimeoutExceeded         an attempt or the whole call took too long
+        └── RetryError              every attempt failed (tenacity-compatible)
 
 API misuse (wrong argument types or values) raises `TypeError` or `ValueError`,
 not a `SeawallError`.
@@ -19,13 +25,19 @@ not a `SeawallError`.
 from __future__ import annotations
 
 __all__ = [
+    "BulkheadFull",
+    "CircuitOpenError",
     "ConfigurationError",
     "DatabaseError",
     "IdempotencyError",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyMismatch",
     "MigrationError",
+    "RateLimitExceeded",
+    "ResilienceError",
+    "RetryError",
     "SeawallError",
+    "TimeoutExceeded",
 ]
 
 
@@ -82,3 +94,99 @@ class IdempotencyKeyMismatch(IdempotencyError):  # noqa: N818 - leaves name the 
             "use a new key for a new request",
             key=key,
         )
+
+
+class ResilienceError(SeawallError):
+    """A resilience policy refused a call or gave up on it."""
+
+
+class CircuitOpenError(ResilienceError):
+    """The circuit is open, so the call was not attempted.
+
+    Attributes:
+        breaker: the breaker's name.
+        retry_after: seconds until the breaker lets a probe call through.
+    """
+
+    def __init__(self, *, breaker: str, retry_after: float) -> None:
+        self.breaker = breaker
+        self.retry_after = max(0.0, retry_after)
+        super().__init__(f"circuit {breaker!r} is open; next probe in {self.retry_after:.1f}s")
+
+
+class RateLimitExceeded(ResilienceError):  # noqa: N818 - the name our patterns use
+    """No slot is free within the rate limit.
+
+    Attributes:
+        limiter: the rate limit's name.
+        key: the partition that is exhausted (a tenant, an endpoint), if any.
+        retry_after: seconds until a slot frees.
+    """
+
+    def __init__(self, *, limiter: str, retry_after: float, key: str | None = None) -> None:
+        self.limiter = limiter
+        self.key = key
+        self.retry_after = max(0.0, retry_after)
+        where = f" for key {key!r}" if key else ""
+        super().__init__(
+            f"rate limit {limiter!r} exceeded{where}; retry in {self.retry_after:.2f}s"
+        )
+
+
+class BulkheadFull(ResilienceError):  # noqa: N818 - leaves name the condition
+    """Too many calls are in flight and the queue is full (or the wait timed out).
+
+    Attributes:
+        bulkhead: the bulkhead's name.
+        max_concurrent: calls allowed in flight at once.
+        max_queue: calls allowed to wait for a slot.
+    """
+
+    def __init__(self, *, bulkhead: str, max_concurrent: int, max_queue: int) -> None:
+        self.bulkhead = bulkhead
+        self.max_concurrent = max_concurrent
+        self.max_queue = max_queue
+        super().__init__(
+            f"bulkhead {bulkhead!r} is full ({max_concurrent} in flight, "
+            f"{max_queue} queued); shed load or retry later"
+        )
+
+
+class TimeoutExceeded(ResilienceError):  # noqa: N818 - the name our patterns use
+    """An attempt, or the whole call with its retries, took too long.
+
+    Attributes:
+        timeout: the policy's name.
+        seconds: the limit that was passed.
+        scope: ``"attempt"`` or ``"total"``.
+    """
+
+    def __init__(self, *, timeout: str, seconds: float, scope: str = "attempt") -> None:
+        self.timeout = timeout
+        self.seconds = seconds
+        self.scope = scope
+        super().__init__(f"{scope} timeout {timeout!r} of {seconds:g}s exceeded")
+
+
+class RetryError(ResilienceError):
+    """Every attempt failed; raised by `retry` unless ``reraise=True`` (as in tenacity).
+
+    Attributes:
+        attempts: how many attempts were made.
+        last_exception: the last attempt's exception, if it raised one.
+        last_result: the last attempt's result, if it returned one that was retried.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        attempts: int,
+        last_exception: BaseException | None = None,
+        last_result: object = None,
+    ) -> None:
+        self.attempts = attempts
+        self.last_exception = last_exception
+        self.last_result = last_result
+        cause = type(last_exception).__name__ if last_exception is not None else "a retried result"
+        super().__init__(f"{name!r} failed after {attempts} attempts; last: {cause}")

@@ -1,4 +1,4 @@
-"""Logs and correlation: structlog JSON lines, secret redaction, correlation ids.
+"""Logs, metrics and correlation: JSON lines, redaction, correlation ids, resilience events.
 
 The correlation id of the current unit of work (an HTTP request, a consumed
 message) lives in a context variable: every log line carries it, outgoing calls
@@ -15,15 +15,23 @@ from seawall.observability._correlation import (
     valid_correlation_id,
 )
 from seawall.observability._logging import configure_logging, redact
+from seawall.observability._resilience import (
+    PrometheusSubscriber,
+    StructlogSubscriber,
+    observe_resilience,
+)
 
 __all__ = [
     "CAUSATION_HEADER",
     "CORRELATION_HEADER",
+    "PrometheusSubscriber",
+    "StructlogSubscriber",
     "bind_correlation",
     "configure_logging",
     "current_causation_id",
     "current_correlation_id",
     "new_correlation_id",
+    "observe_resilience",
     "redact",
     "valid_correlation_id",
 ]
