@@ -33,6 +33,11 @@ test: $(DEV_STAMP) lint typecheck
 test-slow: $(DEV_STAMP)
 	$(BIN)/pytest -m slow
 
+## bench: the resilience benchmark against peer libraries (figures go to docs/BENCHMARKS.md)
+bench: $(DEV_STAMP)
+	$(PIP) install -e '.[dev,bench]'
+	$(BIN)/python bench/resilience.py
+
 lint: $(DEV_STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench

@@ -24,6 +24,8 @@ not a `SeawallError`.
 
 from __future__ import annotations
 
+from typing import Any
+
 __all__ = [
     "BulkheadFull",
     "CircuitOpenError",
@@ -103,15 +105,33 @@ class ResilienceError(SeawallError):
 class CircuitOpenError(ResilienceError):
     """The circuit is open, so the call was not attempted.
 
+    Raised on the fast path of every rejection, so it is cheap to build: the
+    message is formatted only when read. A fresh instance per rejection keeps
+    memory flat (a reused one would grow its traceback without bound).
+
     Attributes:
         breaker: the breaker's name.
         retry_after: seconds until the breaker lets a probe call through.
     """
 
+    __slots__ = ("breaker", "retry_after")
+
     def __init__(self, *, breaker: str, retry_after: float) -> None:
         self.breaker = breaker
-        self.retry_after = max(0.0, retry_after)
-        super().__init__(f"circuit {breaker!r} is open; next probe in {self.retry_after:.1f}s")
+        self.retry_after = retry_after if retry_after > 0.0 else 0.0
+
+    def __str__(self) -> str:
+        return f"circuit {self.breaker!r} is open; next probe in {self.retry_after:.1f}s"
+
+    def __repr__(self) -> str:
+        return f"CircuitOpenError(breaker={self.breaker!r}, retry_after={self.retry_after!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild, (type(self), {"breaker": self.breaker, "retry_after": self.retry_after}))
+
+
+def _rebuild(cls: type[SeawallError], fields: dict[str, Any]) -> SeawallError:
+    return cls(**fields)
 
 
 class RateLimitExceeded(ResilienceError):  # noqa: N818 - the name our patterns use

@@ -224,3 +224,19 @@ async def test_pipeline_calls_can_run_concurrently() -> None:
     results = await asyncio.gather(*(pipeline.call(add, n) for n in range(50)))
 
     assert results == list(range(50))
+
+
+def test_importing_resilience_loads_no_database_web_bus_or_redis_client() -> None:
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys, seawall.resilience; "
+        "print(sorted(m for m in ('sqlalchemy', 'fastapi', 'nats', 'redis') if m in sys.modules))"
+    )
+
+    loaded = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+    assert loaded == "[]"

@@ -29,3 +29,76 @@ async def uses_public_api(session: AsyncSession) -> None:
         await Outbox().add(session, event)
         correlation: str | None = current_correlation_id()
         assert correlation == "abc"
+
+
+# --- resilience: decorators keep their signatures (ParamSpec), sync and async -------------------
+
+from seawall.resilience import (  # noqa: E402 - grouped with the code it proves
+    Bulkhead,
+    Cache,
+    Chaos,
+    CircuitBreaker,
+    Fallback,
+    Pipeline,
+    RateLimit,
+    Retry,
+    Timeout,
+    circuit,
+    retry,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential,
+    wait_fixed,
+)
+
+
+class ExternalServiceError(Exception):
+    pass
+
+
+@circuit(failure_threshold=5, recovery_timeout=30, expected_exception=ExternalServiceError)
+async def call_payment_gateway(request: str) -> int:
+    return len(request)
+
+
+@circuit
+def sync_breaker(x: int, *, y: str = "a") -> bytes:
+    return y.encode() * x
+
+
+@retry(wait=wait_exponential(multiplier=1, min=1, max=60), stop=stop_after_attempt(5))
+async def fetch_with_retry(url: str) -> bytes:
+    return url.encode()
+
+
+@retry(stop=stop_after_attempt(5) | stop_after_delay(30), wait=wait_fixed(1) + wait_fixed(2))
+def sync_retry(a: int, *, b: float = 1.0) -> float:
+    return a * b
+
+
+pipeline = Pipeline([CircuitBreaker(name="p"), Retry(), Timeout(per_attempt=2), RateLimit("5/s")])
+
+
+@pipeline
+async def through_pipeline(sku: str, *, qty: int = 1) -> float:
+    return float(qty)
+
+
+@Timeout(per_attempt=2)
+@Bulkhead(max_concurrent=2)
+@Cache(ttl=60)
+@Fallback(value=0.0)
+@Chaos()
+async def stacked(x: str) -> float:
+    return float(len(x))
+
+
+async def uses_resilience() -> None:
+    paid: int = await call_payment_gateway("r")
+    raw: bytes = sync_breaker(1, y="b")
+    body: bytes = await fetch_with_retry("https://example.test")
+    product: float = sync_retry(2, b=1.5)
+    price: float = await through_pipeline("sku", qty=2)
+    value: float = await stacked("abc")
+    direct: int = await Retry().call(call_payment_gateway, "x")
+    print(paid, raw, body, product, price, value, direct)

@@ -21,7 +21,9 @@ class CallContext:
         key: the partition for caches and rate limits (a tenant, a resource id);
             policies fall back to *operation* and the arguments when it is None.
         idempotent: whether running the call twice is safe. `Retry` never
-            repeats a non-idempotent call.
+            repeats a non-idempotent call unless it carries an idempotency key.
+        idempotency_key: the key the provider deduplicates this call by (for
+            example Stripe's ``Idempotency-Key``), which makes a retry safe.
         args: the positional arguments of the call.
         kwargs: the keyword arguments of the call.
         attempt: the current attempt, counted from 1 (set by `Retry`).
@@ -32,6 +34,7 @@ class CallContext:
     operation: str = ""
     key: str | None = None
     idempotent: bool = True
+    idempotency_key: str | None = None
     args: tuple[Any, ...] = ()
     kwargs: dict[str, Any] = field(default_factory=dict)
     attempt: int = 1

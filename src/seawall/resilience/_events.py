@@ -18,8 +18,8 @@ class ResilienceEvent:
 
     Attributes:
         kind: what happened, snake_case past tense or noun: ``attempt``,
-            ``retry_scheduled``, ``retries_exhausted``, ``breaker_opened``,
-            ``breaker_half_opened``, ``breaker_closed``, ``call_rejected``,
+            ``retry_scheduled``, ``retries_exhausted``, ``retry_budget_exhausted``,
+            ``breaker_opened``, ``breaker_half_opened``, ``breaker_closed``, ``call_rejected``,
             ``rate_limited``, ``bulkhead_rejected``, ``timed_out``, ``cache_hit``,
             ``cache_miss``, ``cache_stale_served``, ``fallback_used``,
             ``chaos_injected``.

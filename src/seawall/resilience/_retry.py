@@ -1,0 +1,989 @@
+"""Retrying: the `Retry` policy (for pipelines) and the tenacity-compatible `retry` decorator.
+
+Both are hand-written loops rather than wrappers around tenacity: a successful
+first attempt costs one extra coroutine frame and a clock read, where tenacity
+builds its whole state machine (about 36 µs here) on every call.
+
+The decisions are pure and tested without sleeping: `compute_delay` (in
+``_waits``), `parse_retry_after`, `retry_after_of`, `is_transient`,
+`retryable_status` and the `RetryBudget` arithmetic, which takes the time as an
+argument.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import functools
+import inspect
+import math
+import random
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from datetime import UTC, timedelta
+from typing import Any, ClassVar, ParamSpec, TypeVar, cast, overload
+
+from seawall.errors import (
+    BulkheadFull,
+    CircuitOpenError,
+    RetryError,
+    TimeoutExceeded,
+)
+from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
+from seawall.resilience._context import STAGE_RETRY, CallContext, Thunk
+from seawall.resilience._events import EventHub
+from seawall.resilience._events import events as default_events
+from seawall.resilience._pipeline import operation_name
+from seawall.resilience._waits import (
+    _JITTERS,
+    Jitter,
+    Outcome,
+    RetryAction,
+    RetryCallState,
+    RetryFn,
+    StopFn,
+    WaitFn,
+    _checks_results,
+    compute_delay,
+    retry_base,
+    retry_if_exception_type,
+    stop_after_attempt,
+    stop_base,
+    wait_base,
+    wait_exponential_jitter,
+)
+
+__all__ = [
+    "RETRYABLE_STATUS_CODES",
+    "Retry",
+    "RetryBudget",
+    "before_sleep_log",
+    "is_transient",
+    "parse_retry_after",
+    "retry",
+    "retry_after_of",
+    "retryable_status",
+]
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+RETRYABLE_STATUS_CODES = frozenset({429, 502, 503, 504})
+"""Statuses `Retry` retries by default: too many requests, bad gateway, unavailable, timeout."""
+
+_POLICY = "retry"
+# Errors that mean "a policy refused": retrying them only adds load or repeats a give-up.
+_NEVER_TRANSIENT = (CircuitOpenError, BulkheadFull, RetryError)
+# OSError covers ConnectionError and TimeoutError (asyncio.TimeoutError is TimeoutError).
+_TRANSIENT = (OSError, TimeoutExceeded)
+
+
+def is_transient(exception: BaseException) -> bool:
+    """Whether *exception* is worth retrying by default: a timeout or a connection failure.
+
+    True for `TimeoutError` (and ``asyncio.TimeoutError``), `seawall.errors.TimeoutExceeded`,
+    `ConnectionError` and other `OSError`s, and any exception whose ``transient``
+    attribute is truthy. Never for `CircuitOpenError`, `BulkheadFull` or `RetryError`.
+    """
+    if isinstance(exception, _NEVER_TRANSIENT):
+        return False
+    return isinstance(exception, _TRANSIENT) or bool(getattr(exception, "transient", False))
+
+
+def retryable_status(result: Any) -> bool:
+    """Whether *result* is a response worth retrying: its ``status_code`` is 429, 502, 503 or 504.
+
+    Results without an integer ``status_code`` are never retried.
+    """
+    return getattr(result, "status_code", None) in RETRYABLE_STATUS_CODES
+
+
+def parse_retry_after(value: str, *, now: float) -> float | None:
+    """Seconds to wait according to a ``Retry-After`` header value (pure).
+
+    Args:
+        value: delay-seconds (``"120"``) or an HTTP date (``"Wed, 21 Oct 2015 07:28:00 GMT"``).
+        now: the current Unix time, to turn a date into a delay.
+
+    Returns:
+        Non-negative seconds (0 for a date in the past), or None if the value is invalid.
+    """
+    text = value.strip()
+    if not text:
+        return None
+    try:
+        delay = float(text)
+    except ValueError:
+        pass
+    else:
+        return delay if math.isfinite(delay) and delay >= 0 else None
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        # RFC 9110 dates are always GMT; "-0000" parses as naive.
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
+
+def _header(headers: object, name: str) -> str | None:
+    get = getattr(headers, "get", None)
+    if get is None:
+        return None
+    # httpx/Starlette headers ignore case; a plain dict may hold either spelling.
+    value = get(name)
+    if value is None:
+        value = get(name.lower())
+    return value if isinstance(value, str) else None
+
+
+def retry_after_of(exception: BaseException | None, result: object, *, now: float) -> float | None:
+    """The server's requested delay carried by a failed attempt, if any (pure).
+
+    Looks, in order, at a ``retry_after`` attribute (seconds, a timedelta, or a
+    header string) of the exception (or of the result when there is no
+    exception), then at a ``Retry-After`` entry in its ``headers``, then at the
+    headers of an exception's ``response``.
+
+    Args:
+        exception: the attempt's exception, or None if it returned.
+        result: the attempt's value (used when *exception* is None).
+        now: the current Unix time, for HTTP dates.
+
+    Returns:
+        Seconds to wait, or None when nothing asks for a delay.
+    """
+    source: object = exception if exception is not None else result
+    attribute = getattr(source, "retry_after", None)
+    if isinstance(attribute, timedelta):
+        attribute = attribute.total_seconds()
+    if isinstance(attribute, int | float) and not isinstance(attribute, bool):
+        return max(0.0, float(attribute)) if math.isfinite(attribute) else None
+    if isinstance(attribute, str):
+        return parse_retry_after(attribute, now=now)
+    raw = _header(getattr(source, "headers", None), "Retry-After")
+    if raw is None and exception is not None:
+        raw = _header(getattr(getattr(exception, "response", None), "headers", None), "Retry-After")
+    return None if raw is None else parse_retry_after(raw, now=now)
+
+
+def _reason(exception: BaseException | None, result: object) -> str:
+    if exception is not None:
+        return type(exception).__name__
+    status = getattr(result, "status_code", None)
+    return f"status {status}" if isinstance(status, int) else "result"
+
+
+class RetryBudget:
+    """Limits retries to a fraction of calls over a sliding window, shared by many calls.
+
+    A retry is allowed while ``retries + 1 <= ratio * calls + min_retries_per_second * window``
+    over the last *window* seconds, so a fleet retrying against a sick provider
+    adds at most *ratio* to its load instead of multiplying it by the attempt
+    count. The reserve lets a quiet service still retry now and then.
+
+    Counting a call must cost next to nothing on the success path, so
+    `record_call` only bumps a counter; the counted calls join the window's
+    current bucket when the budget is next consulted, or every *flush_every*
+    calls. Calls can therefore count as up to *flush_every* calls more recent
+    than they were: the budget errs, slightly, towards allowing a retry.
+
+    Args:
+        ratio: retries allowed per call (0.2: one retry per five calls).
+        min_retries_per_second: the reserve that is always allowed.
+        window: the sliding window (seconds or a timedelta).
+        buckets: how finely the window slides.
+        flush_every: how many calls may be counted before the window is updated.
+        clock: where the window reads the time (`SYSTEM_CLOCK` by default).
+
+    Raises:
+        ValueError: a negative ratio or reserve, a non-positive window, or fewer
+            than 1 bucket or flush.
+    """
+
+    __slots__ = (
+        "_calls",
+        "_clock",
+        "_flush_every",
+        "_head",
+        "_reserve",
+        "_retries",
+        "_total_calls",
+        "_total_retries",
+        "_unplaced",
+        "_width",
+        "min_retries_per_second",
+        "ratio",
+        "window",
+    )
+
+    def __init__(
+        self,
+        *,
+        ratio: float = 0.2,
+        min_retries_per_second: float = 1.0,
+        window: float | timedelta = 10.0,
+        buckets: int = 10,
+        flush_every: int = 64,
+        clock: Clock | None = None,
+    ) -> None:
+        if not (ratio >= 0 and math.isfinite(ratio)):
+            raise ValueError("ratio must be a non-negative number")
+        if not (min_retries_per_second >= 0 and math.isfinite(min_retries_per_second)):
+            raise ValueError("min_retries_per_second must be a non-negative number")
+        if buckets < 1 or flush_every < 1:
+            raise ValueError("buckets and flush_every must be at least 1")
+        self.ratio = float(ratio)
+        self.min_retries_per_second = float(min_retries_per_second)
+        self.window = seconds(window, name="window")
+        self._clock = clock or SYSTEM_CLOCK
+        self._flush_every = flush_every
+        self._reserve = self.min_retries_per_second * self.window
+        self._width = self.window / buckets
+        self._calls = [0] * buckets
+        self._retries = [0] * buckets
+        self._total_calls = 0
+        self._total_retries = 0
+        self._unplaced = 0
+        self._head: int | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RetryBudget(ratio={self.ratio:g}, min_retries_per_second="
+            f"{self.min_retries_per_second:g}, window={self.window:g})"
+        )
+
+    def _update(self) -> int:
+        # Slide the window to now, expiring old buckets, and place the counted calls.
+        index = int(self._clock.monotonic() // self._width)
+        head = self._head
+        size = len(self._calls)
+        if index != head:
+            if head is None or index - head >= size or index < head:
+                self._calls = [0] * size
+                self._retries = [0] * size
+                self._total_calls = self._total_retries = 0
+            else:
+                for bucket in range(head + 1, index + 1):
+                    slot = bucket % size
+                    self._total_calls -= self._calls[slot]
+                    self._total_retries -= self._retries[slot]
+                    self._calls[slot] = self._retries[slot] = 0
+            self._head = index
+        if self._unplaced:
+            self._calls[index % size] += self._unplaced
+            self._total_calls += self._unplaced
+            self._unplaced = 0
+        return index
+
+    def record_call(self) -> None:
+        """Count one call (its first attempt)."""
+        self._unplaced += 1
+        if self._unplaced >= self._flush_every:
+            self._update()
+
+    def available(self) -> float:
+        """How many retries the budget allows now."""
+        self._update()
+        return max(0.0, self.ratio * self._total_calls + self._reserve - self._total_retries)
+
+    def try_retry(self) -> bool:
+        """Take one retry from the budget; False if none is left."""
+        if self.available() < 1:
+            return False
+        index = self._head if self._head is not None else 0
+        self._retries[index % len(self._retries)] += 1
+        self._total_retries += 1
+        return True
+
+
+_NO_RESULT: Any = object()
+
+
+class Retry:
+    """Retries transient failures with jittered exponential backoff.
+
+    The policy for pipelines and `ExternalService`s. By default it retries only
+    the transient family (see `is_transient`) and responses whose ``status_code``
+    is 429, 502, 503 or 504 (see `retryable_status`). Between attempts it waits
+    ``compute_delay(...)``, or longer when the failure carries a ``Retry-After``
+    (an exception's ``retry_after`` attribute or a response's header).
+
+    It gives up, re-raising the last exception (or returning the last result),
+    when: the attempts are used up; the next wait would pass *max_total_time* or
+    the context's deadline (set by a total `Timeout`); ``Retry-After`` asks for
+    more than *max_retry_after*; or the retry budget is spent. It never repeats
+    a call whose context says it is not idempotent, unless the context carries
+    an ``idempotency_key``. A cancelled call is never retried.
+
+    Events: ``attempt`` (every attempt, only when someone listens),
+    ``retry_scheduled`` (attempt, delay_s, reason), ``retries_exhausted``
+    (attempts, reason) and ``retry_budget_exhausted``.
+
+    Args:
+        max_attempts: attempts in all, the first included.
+        jitter: ``"full"`` (default), ``"equal"``, ``"decorrelated"`` or ``"none"``.
+        base_delay: the first backoff delay.
+        max_delay: the longest backoff delay.
+        min_delay: the shortest backoff delay (after jitter).
+        max_total_time: give up rather than wait past this time since the first attempt.
+        retry_on: exception types to retry, or a predicate on the exception.
+        retry_on_result: a predicate on a returned value asking for a retry (None: never).
+        max_retry_after: the longest ``Retry-After`` honoured; a longer one ends the retries.
+        budget: True for a budget of this policy's own (`RetryBudget` defaults), a
+            `RetryBudget` to share one, or False for none.
+        name: reported in events.
+        clock: time and sleep (`SYSTEM_CLOCK` by default).
+        events: the event hub (the global one by default).
+        rng: the random generator for jitter (seed one in tests).
+
+    A ``Retry-After`` may exceed *max_delay*: the server's word wins, up to
+    *max_retry_after*. When the result is returned after the last attempt, it
+    is the caller's (or the HTTP client's) job to turn it into an error.
+
+    Raises:
+        ValueError: an option is out of range.
+        TypeError: *retry_on* or *budget* has the wrong type.
+    """
+
+    stage: ClassVar[int] = STAGE_RETRY
+
+    __slots__ = (
+        "_budget",
+        "_clock",
+        "_hub",
+        "_retry_exception",
+        "_retry_result",
+        "base_delay",
+        "jitter",
+        "max_attempts",
+        "max_delay",
+        "max_retry_after",
+        "max_total_time",
+        "min_delay",
+        "name",
+        "rng",
+    )
+
+    def __init__(
+        self,
+        *,
+        max_attempts: int = 3,
+        jitter: Jitter = "full",
+        base_delay: float | timedelta = 0.5,
+        max_delay: float | timedelta = 30.0,
+        min_delay: float | timedelta = 0.0,
+        max_total_time: float | timedelta | None = None,
+        retry_on: type[BaseException]
+        | tuple[type[BaseException], ...]
+        | Callable[[BaseException], bool] = is_transient,
+        retry_on_result: Callable[[Any], bool] | None = retryable_status,
+        max_retry_after: float | timedelta = 60.0,
+        budget: RetryBudget | bool = True,
+        name: str = "default",
+        clock: Clock | None = None,
+        events: EventHub | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        if jitter not in _JITTERS:
+            raise ValueError(f"jitter must be one of {sorted(_JITTERS)}, not {jitter!r}")
+        self.max_attempts = max_attempts
+        self.jitter: Jitter = jitter
+        self.base_delay = seconds(base_delay, name="base_delay", allow_zero=True)
+        self.max_delay = seconds(max_delay, name="max_delay", allow_zero=True)
+        self.min_delay = seconds(min_delay, name="min_delay", allow_zero=True)
+        if self.min_delay > self.max_delay:
+            raise ValueError("min_delay must not exceed max_delay")
+        self.max_total_time = (
+            None if max_total_time is None else seconds(max_total_time, name="max_total_time")
+        )
+        self.max_retry_after = seconds(max_retry_after, name="max_retry_after", allow_zero=True)
+        if isinstance(retry_on, type | tuple):
+            types = retry_on
+            self._retry_exception: Callable[[BaseException], bool] = lambda exc: isinstance(
+                exc, types
+            )
+        elif callable(retry_on):
+            self._retry_exception = retry_on
+        else:
+            raise TypeError("retry_on must be exception types or a predicate")
+        self._retry_result = retry_on_result
+        self._clock = clock or SYSTEM_CLOCK
+        if budget is True:
+            self._budget: RetryBudget | None = RetryBudget(clock=self._clock)
+        elif budget is False:
+            self._budget = None
+        elif isinstance(budget, RetryBudget):
+            self._budget = budget
+        else:
+            raise TypeError("budget must be a RetryBudget, True or False")
+        self.name = name
+        self._hub = events if events is not None else default_events
+        self.rng = rng
+
+    def __repr__(self) -> str:
+        return (
+            f"Retry({self.name!r}, max_attempts={self.max_attempts}, jitter={self.jitter!r}, "
+            f"base_delay={self.base_delay:g}, max_delay={self.max_delay:g})"
+        )
+
+    @property
+    def budget(self) -> RetryBudget | None:
+        """The retry budget this policy draws from, if any."""
+        return self._budget
+
+    async def run(self, thunk: Thunk[T], context: CallContext) -> T:
+        """Run *thunk* (the rest of the pipeline), retrying as configured.
+
+        Sets ``context.attempt`` before each attempt.
+
+        Raises:
+            Exception: the last attempt's exception when the policy gives up or
+                the exception is not retryable.
+            asyncio.CancelledError: at once, whenever the call is cancelled.
+        """
+        # The start time matters only to max_total_time: skip the clock read otherwise.
+        start = None if self.max_total_time is None else self._clock.monotonic()
+        if self._budget is not None:
+            self._budget.record_call()
+        context.attempt = 1
+        hub = self._hub
+        if hub:
+            hub.emit("attempt", _POLICY, self.name, attempt=1, operation=context.operation)
+        try:
+            result = await thunk()
+        except Exception as exc:
+            if not self._retry_exception(exc):
+                raise
+            return await self._again(thunk, context, start, exc, _NO_RESULT)
+        if self._retry_result is not None and self._retry_result(result):
+            return await self._again(thunk, context, start, None, result)
+        return result
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under this policy."""
+        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
+        return await self.run(functools.partial(fn, *args, **kwargs), context)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an async function so that every call goes through this policy."""
+        operation = operation_name(fn)
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            context = CallContext(operation=operation, args=args, kwargs=kwargs)
+            return await self.run(functools.partial(fn, *args, **kwargs), context)
+
+        return wrapper
+
+    def plan(self, state: RetryCallState, context: CallContext, *, now: float) -> float | str:
+        """Decide what follows a retryable failure: a delay in seconds, or why to give up.
+
+        Pure apart from the jitter's random draw and the budget it takes from.
+
+        Args:
+            state: the call so far; ``state.outcome`` is the failed attempt's.
+            context: the call's context (idempotency, deadline).
+            now: the current monotonic time.
+
+        Returns:
+            Seconds to wait before the next attempt, or the reason to stop:
+            ``not_idempotent``, ``max_attempts``, ``retry_after_too_long``,
+            ``max_total_time``, ``deadline`` or ``budget``.
+        """
+        if not context.idempotent and not context.idempotency_key:
+            return "not_idempotent"
+        attempt = state.attempt_number
+        if attempt >= self.max_attempts:
+            return "max_attempts"
+        delay = compute_delay(
+            attempt,
+            jitter=self.jitter,
+            base=self.base_delay,
+            cap=self.max_delay,
+            previous=state.last_sleep,
+            floor=self.min_delay,
+            rng=self.rng,
+        )
+        outcome = state.outcome
+        if outcome is not None:
+            exception = outcome.exception()
+            asked = retry_after_of(
+                exception,
+                None if exception is not None else outcome.result(),
+                now=self._clock.wall(),
+            )
+            if asked is not None:
+                if asked > self.max_retry_after:
+                    return "retry_after_too_long"
+                delay = max(delay, asked)
+        if self.max_total_time is not None and now - state.start_time + delay > self.max_total_time:
+            return "max_total_time"
+        if context.deadline is not None and now + delay >= context.deadline:
+            return "deadline"
+        if self._budget is not None and not self._budget.try_retry():
+            return "budget"
+        return delay
+
+    async def _again(
+        self,
+        thunk: Thunk[T],
+        context: CallContext,
+        start: float | None,
+        exception: BaseException | None,
+        result: T,
+    ) -> T:
+        clock = self._clock
+        hub = self._hub
+        state = RetryCallState(
+            start_time=clock.monotonic() if start is None else start,
+            args=context.args,
+            kwargs=context.kwargs,
+        )
+        while True:
+            attempt = state.attempt_number
+            now = clock.monotonic()
+            state.outcome = Outcome(attempt, value=result, exception=exception)
+            state.outcome_timestamp = now
+            decision = self.plan(state, context, now=now)
+            if isinstance(decision, str):
+                return self._give_up(decision, attempt, context, exception, result)
+            if hub:
+                hub.emit(
+                    "retry_scheduled",
+                    _POLICY,
+                    self.name,
+                    attempt=attempt,
+                    delay_s=decision,
+                    reason=_reason(exception, result),
+                    operation=context.operation,
+                )
+            await clock.sleep(decision)
+            state.idle_for += decision
+            state.last_sleep = decision
+            state.attempt_number = attempt = attempt + 1
+            context.attempt = attempt
+            if hub:
+                hub.emit(
+                    "attempt", _POLICY, self.name, attempt=attempt, operation=context.operation
+                )
+            try:
+                result = await thunk()
+            except Exception as exc:
+                if not self._retry_exception(exc):
+                    raise
+                exception, result = exc, _NO_RESULT
+            else:
+                if self._retry_result is None or not self._retry_result(result):
+                    return result
+                exception = None
+
+    def _give_up(
+        self,
+        reason: str,
+        attempts: int,
+        context: CallContext,
+        exception: BaseException | None,
+        result: T,
+    ) -> T:
+        hub = self._hub
+        if reason == "budget" and hub:
+            hub.emit("retry_budget_exhausted", _POLICY, self.name, operation=context.operation)
+        if reason != "not_idempotent" and hub:
+            hub.emit(
+                "retries_exhausted",
+                _POLICY,
+                self.name,
+                attempts=attempts,
+                reason=reason,
+                operation=context.operation,
+            )
+        if exception is None:
+            return result
+        exception.add_note(f"seawall: retry {self.name!r} gave up after {attempts} ({reason})")
+        raise exception
+
+
+# --- the tenacity-compatible decorator ----------------------------------------------------------
+
+_DEFAULT_STOP = stop_after_attempt(3)
+_DEFAULT_WAIT = wait_exponential_jitter(initial=0.1, max=10.0, jitter=0.1)
+_DEFAULT_RETRY = retry_if_exception_type()
+
+
+class _Retrying:
+    """The retry loop behind one function decorated with `retry` (built once, at decoration)."""
+
+    __slots__ = (
+        "_sleep",
+        "before_sleep",
+        "checks_results",
+        "clock",
+        "hub",
+        "name",
+        "reraise",
+        "retry",
+        "retry_error_callback",
+        "stop",
+        "wait",
+    )
+
+    def __init__(
+        self,
+        *,
+        wait: WaitFn,
+        stop: StopFn,
+        retry: RetryFn,
+        reraise: bool,
+        before_sleep: Callable[[RetryCallState], Any] | None,
+        retry_error_callback: Callable[[RetryCallState], Any] | None,
+        sleep: Callable[[float], Any] | None,
+        clock: Clock,
+        hub: EventHub,
+        name: str,
+    ) -> None:
+        self.wait = wait
+        self.stop = stop
+        self.retry = retry
+        self.checks_results = _checks_results(retry)
+        self.reraise = reraise
+        self.before_sleep = before_sleep
+        self.retry_error_callback = retry_error_callback
+        self._sleep = sleep
+        self.clock = clock
+        self.hub = hub
+        self.name = name
+
+    def _next_sleep(self, state: RetryCallState) -> float | None:
+        # tenacity's order: the wait first, so stop_before_delay can see it.
+        delay = float(self.wait(state))
+        state.upcoming_sleep = delay
+        if self.stop(state):
+            return None
+        state.next_action = RetryAction(delay)
+        if self.hub:
+            outcome = cast("Outcome", state.outcome)
+            self.hub.emit(
+                "retry_scheduled",
+                _POLICY,
+                self.name,
+                attempt=state.attempt_number,
+                delay_s=delay,
+                reason=_reason(outcome.exception(), None if outcome.failed else outcome.result()),
+                operation=self.name,
+            )
+        return delay
+
+    def _exhausted(self, state: RetryCallState) -> Callable[[RetryCallState], Any] | None:
+        if self.hub:
+            self.hub.emit(
+                "retries_exhausted",
+                _POLICY,
+                self.name,
+                attempts=state.attempt_number,
+                reason="stop",
+                operation=self.name,
+            )
+        return self.retry_error_callback
+
+    def _raise_retry_error(self, state: RetryCallState) -> Any:
+        outcome = cast("Outcome", state.outcome)
+        exception = outcome.exception()
+        if self.reraise and exception is not None:
+            raise exception
+        raise RetryError(
+            name=self.name,
+            attempts=state.attempt_number,
+            last_exception=exception,
+            last_result=None if exception is not None else outcome.result(),
+        ) from exception
+
+    def _next_attempt(self, state: RetryCallState, delay: float) -> None:
+        state.idle_for += delay
+        state.last_sleep = delay
+        state.attempt_number += 1
+        state.outcome = None
+        state.outcome_timestamp = None
+        state.next_action = None
+        if self.hub:
+            self.hub.emit(
+                "attempt", _POLICY, self.name, attempt=state.attempt_number, operation=self.name
+            )
+
+    async def again_async(
+        self,
+        fn: Callable[..., Awaitable[Any]],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float,
+        outcome: Outcome,
+    ) -> Any:
+        """Carry on after the first attempt's *outcome* (async functions)."""
+        clock = self.clock
+        state = RetryCallState(start_time=start, fn=fn, args=args, kwargs=kwargs)
+        while True:
+            state.outcome = outcome
+            state.outcome_timestamp = clock.monotonic()
+            if not self.retry(state):
+                return outcome.result()
+            delay = self._next_sleep(state)
+            if delay is None:
+                callback = self._exhausted(state)
+                if callback is not None:
+                    value = callback(state)
+                    return await value if inspect.isawaitable(value) else value
+                return self._raise_retry_error(state)
+            if self.before_sleep is not None:
+                done = self.before_sleep(state)
+                if inspect.isawaitable(done):
+                    await done
+            if self._sleep is None:
+                await clock.sleep(delay)
+            else:
+                slept = self._sleep(delay)
+                if inspect.isawaitable(slept):
+                    await slept
+            self._next_attempt(state, delay)
+            try:
+                value = await fn(*args, **kwargs)
+            except Exception as exc:
+                outcome = Outcome(state.attempt_number, exception=exc)
+            else:
+                outcome = Outcome(state.attempt_number, value=value)
+
+    def again_sync(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        start: float,
+        outcome: Outcome,
+    ) -> Any:
+        """Carry on after the first attempt's *outcome* (plain functions)."""
+        clock = self.clock
+        sleep = self._sleep or time.sleep
+        state = RetryCallState(start_time=start, fn=fn, args=args, kwargs=kwargs)
+        while True:
+            state.outcome = outcome
+            state.outcome_timestamp = clock.monotonic()
+            if not self.retry(state):
+                return outcome.result()
+            delay = self._next_sleep(state)
+            if delay is None:
+                callback = self._exhausted(state)
+                if callback is not None:
+                    return callback(state)
+                return self._raise_retry_error(state)
+            if self.before_sleep is not None:
+                self.before_sleep(state)
+            sleep(delay)
+            self._next_attempt(state, delay)
+            try:
+                value = fn(*args, **kwargs)
+            except Exception as exc:
+                outcome = Outcome(state.attempt_number, exception=exc)
+            else:
+                outcome = Outcome(state.attempt_number, value=value)
+
+
+class _RetryDecorator:
+    """What ``retry(...)`` returns: applies the same options to any function."""
+
+    __slots__ = ("_options",)
+
+    def __init__(self, **options: Any) -> None:
+        self._options = options
+
+    def retry_with(self, **changes: Any) -> _RetryDecorator:
+        """The same decorator with some options changed (tenacity's ``retry_with``)."""
+        if "events" in changes:
+            changes["hub"] = changes.pop("events") or default_events
+        if "clock" in changes:
+            changes["clock"] = changes["clock"] or SYSTEM_CLOCK
+        return _RetryDecorator(**{**self._options, **changes})
+
+    def _attach(
+        self, wrapper: Callable[..., Any], fn: Callable[..., Any], engine: _Retrying
+    ) -> None:
+        # tenacity exposes these on decorated functions; tests use retry_with to drop the waits.
+        def retry_with(**changes: Any) -> Callable[..., Any]:
+            return self.retry_with(**changes)(fn)
+
+        wrapper.retry = engine  # type: ignore[attr-defined]  # tenacity's attribute
+        wrapper.retry_with = retry_with  # type: ignore[attr-defined]  # tenacity's attribute
+
+    def __call__(self, fn: Callable[P, T]) -> Callable[P, T]:
+        """Decorate *fn* (async or plain), keeping its signature."""
+        name = self._options["name"] or operation_name(fn)
+        engine = _Retrying(**{**self._options, "name": name})
+        clock = engine.clock
+        hub = engine.hub
+        checks_results = engine.checks_results
+
+        if inspect.iscoroutinefunction(fn):
+            afn = cast("Callable[..., Awaitable[Any]]", fn)
+
+            @functools.wraps(fn)
+            async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+                start = clock.monotonic()
+                if hub:
+                    hub.emit("attempt", _POLICY, name, attempt=1, operation=name)
+                try:
+                    result = await afn(*args, **kwargs)
+                except Exception as exc:
+                    return await engine.again_async(
+                        afn, args, kwargs, start, Outcome(1, exception=exc)
+                    )
+                if checks_results:
+                    return await engine.again_async(
+                        afn, args, kwargs, start, Outcome(1, value=result)
+                    )
+                return result
+
+            self._attach(async_wrapper, fn, engine)
+            return cast("Callable[P, T]", async_wrapper)
+
+        @functools.wraps(fn)
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            start = clock.monotonic()
+            if hub:
+                hub.emit("attempt", _POLICY, name, attempt=1, operation=name)
+            try:
+                result = fn(*args, **kwargs)
+            except Exception as exc:
+                return cast(
+                    "T", engine.again_sync(fn, args, kwargs, start, Outcome(1, exception=exc))
+                )
+            if checks_results:
+                return cast(
+                    "T", engine.again_sync(fn, args, kwargs, start, Outcome(1, value=result))
+                )
+            return result
+
+        self._attach(wrapper, fn, engine)
+        return wrapper
+
+
+@overload
+def retry(fn: Callable[P, T], /) -> Callable[P, T]: ...
+
+
+@overload
+def retry(
+    *,
+    wait: WaitFn = ...,
+    stop: StopFn = ...,
+    retry: RetryFn = ...,
+    reraise: bool = ...,
+    before_sleep: Callable[[RetryCallState], Any] | None = ...,
+    retry_error_callback: Callable[[RetryCallState], Any] | None = ...,
+    sleep: Callable[[float], Any] | None = ...,
+    clock: Clock | None = ...,
+    events: EventHub | None = ...,
+    name: str | None = ...,
+) -> _RetryDecorator: ...
+
+
+def retry(
+    fn: Callable[..., Any] | None = None,
+    /,
+    *,
+    wait: WaitFn = _DEFAULT_WAIT,
+    stop: StopFn = _DEFAULT_STOP,
+    retry: RetryFn = _DEFAULT_RETRY,
+    reraise: bool = False,
+    before_sleep: Callable[[RetryCallState], Any] | None = None,
+    retry_error_callback: Callable[[RetryCallState], Any] | None = None,
+    sleep: Callable[[float], Any] | None = None,
+    clock: Clock | None = None,
+    events: EventHub | None = None,
+    name: str | None = None,
+) -> Any:
+    """Retry a function, async or plain, with tenacity's options (``@retry`` or ``@retry(...)``).
+
+    ``@retry(wait=wait_exponential(multiplier=1, min=1, max=60), stop=stop_after_attempt(5))``
+    works as in tenacity. Without a *retry* predicate every `Exception` is
+    retried, as in tenacity. Unlike tenacity, the defaults are bounded: 3
+    attempts, waiting ``wait_exponential_jitter(initial=0.1, max=10, jitter=0.1)``.
+    A cancelled call (or KeyboardInterrupt) is never retried.
+
+    Args:
+        fn: the function, when used bare as ``@retry``.
+        wait: seconds to wait before each retry (``wait_*``; add them with ``+``).
+        stop: when to give up (``stop_*``; combine with ``|`` and ``&``).
+        retry: which outcomes to retry (``retry_if_*``; combine with ``|`` and ``&``).
+        reraise: on giving up, raise the last exception itself instead of `RetryError`.
+        before_sleep: called with the `RetryCallState` before each wait (may be async
+            for async functions); e.g. `before_sleep_log`.
+        retry_error_callback: called with the state on giving up; its value is returned.
+        sleep: how to wait. For plain functions it defaults to `time.sleep`; for
+            async functions to ``clock.sleep`` (it may return an awaitable). Tests
+            pass a recording function so nothing really sleeps.
+        clock: where elapsed time is read (and async sleeps happen).
+        events: the event hub (the global one by default).
+        name: reported in events and errors (the function's qualified name by default).
+
+    Returns:
+        The decorated function (bare use) or a decorator.
+
+    Raises:
+        TypeError: a strategy was passed positionally.
+        seawall.errors.RetryError: from the decorated function, when it gives up
+            (unless *reraise* or *retry_error_callback*).
+    """
+    decorator = _RetryDecorator(
+        wait=wait,
+        stop=stop,
+        retry=retry,
+        reraise=reraise,
+        before_sleep=before_sleep,
+        retry_error_callback=retry_error_callback,
+        sleep=sleep,
+        clock=clock or SYSTEM_CLOCK,
+        hub=events if events is not None else default_events,
+        name=name,
+    )
+    if fn is None:
+        return decorator
+    if isinstance(fn, wait_base | stop_base | retry_base):
+        raise TypeError("pass retry strategies by keyword: retry(stop=..., wait=...)")
+    return decorator(fn)
+
+
+def before_sleep_log(
+    logger: Any, log_level: int, exc_info: bool = False
+) -> Callable[[RetryCallState], None]:
+    """A ``before_sleep`` callback logging each retry, as tenacity's does.
+
+    Args:
+        logger: a `logging.Logger` (or anything with ``log(level, msg, *args, exc_info=)``).
+        log_level: the level, e.g. ``logging.WARNING``.
+        exc_info: attach the exception's traceback.
+    """
+
+    def log_it(retry_state: RetryCallState) -> None:
+        outcome = retry_state.outcome
+        if outcome is None:
+            return
+        exception = outcome.exception()
+        if exception is not None:
+            verb, value = "raised", f"{type(exception).__name__}: {exception}"
+            info: Any = exception if exc_info else False
+        else:
+            verb, value, info = "returned", repr(outcome.result()), False
+        fn = retry_state.fn
+        target = operation_name(fn) if fn is not None else "<call>"
+        delay = retry_state.next_action.sleep if retry_state.next_action else 0.0
+        logger.log(
+            log_level,
+            "Retrying %s in %s seconds as it %s %s.",
+            target,
+            delay,
+            verb,
+            value,
+            exc_info=info,
+        )
+
+    return log_it
