@@ -282,7 +282,7 @@ SEAWALL: list[tuple[str, str, Factory]] = [
     ("breaker", "seawall CircuitBreaker (pipeline stage)", sw_breaker_stage),
     ("retry", "seawall @retry", sw_retry),
     ("retry", "seawall Retry (pipeline stage)", sw_retry_stage),
-    ("timeout", "seawall Timeout per attempt (asyncio.timeout)", sw_timeout),
+    ("timeout", "seawall Timeout per attempt", sw_timeout),
     ("rate limit", "seawall RateLimit token bucket (memory)", sw_rate_limit),
     ("bulkhead", "seawall Bulkhead", sw_bulkhead),
     ("cache", "seawall Cache hit (memory)", sw_cache_hit),
@@ -319,7 +319,7 @@ def _row(name: str, overhead: float) -> str:
 
 
 async def main(calls: int, rounds: int) -> int:
-    print(f"python {sys.version.split()[0]}, {calls} calls x {rounds} rounds, best round")
+    print(f"python {sys.version.split()[0]}, {calls} calls x {rounds} paired rounds (median)")
     bare = min([await _round(_bare_call, calls) for _ in range(rounds)])
     print(f"  {'bare await target()':<52} {bare * 1e6:8.3f} µs per call")
     over: dict[str, float] = {}

@@ -1,15 +1,16 @@
 """`Timeout`: a limit per attempt and a limit on the whole call, cancelling the work cleanly.
 
-Both parts use `asyncio.timeout`, so the running work is cancelled (its
-``finally`` blocks run) and an outer cancellation still arrives as
-`asyncio.CancelledError`. In a `Pipeline` the total part sits outside `Retry`
-and publishes ``context.deadline``, so `Retry` never sleeps past it; the
-per-attempt part sits inside, around each attempt.
+Both parts cancel the running work the way `asyncio.timeout` does (its
+``finally`` blocks run, and an outer cancellation still arrives as
+`asyncio.CancelledError`), through `seawall.resilience._deadlines`, which shares
+one timer per 5 ms tick instead of scheduling one per call. In a `Pipeline`
+the total part sits outside `Retry` and publishes ``context.deadline``, so
+`Retry` never sleeps past it; the per-attempt part sits inside, around each
+attempt.
 """
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -23,6 +24,7 @@ from seawall.resilience._context import (
     CallContext,
     Thunk,
 )
+from seawall.resilience._deadlines import DeadlineExpired, within
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
 from seawall.resilience._pipeline import operation_name
@@ -72,14 +74,9 @@ class AttemptTimeout:
         Raises:
             seawall.errors.TimeoutExceeded: the attempt ran out of time (``scope="attempt"``).
         """
-        timer = asyncio.timeout(self.seconds)
         try:
-            async with timer:
-                return await thunk()
-        except TimeoutError as exc:
-            # A TimeoutError raised by the work itself is not ours to rename.
-            if not timer.expired():
-                raise
+            return await within(self.seconds, thunk)
+        except DeadlineExpired as exc:
             raise _expired(self.name, self.seconds, "attempt", context, self._hub) from exc
 
 
@@ -118,13 +115,9 @@ class TotalTimeout:
         outer = context.deadline
         deadline = self._clock.monotonic() + self.seconds
         context.deadline = deadline if outer is None else min(outer, deadline)
-        timer = asyncio.timeout(self.seconds)
         try:
-            async with timer:
-                return await thunk()
-        except TimeoutError as exc:
-            if not timer.expired():
-                raise
+            return await within(self.seconds, thunk)
+        except DeadlineExpired as exc:
             raise _expired(self.name, self.seconds, "total", context, self._hub) from exc
         finally:
             context.deadline = outer
