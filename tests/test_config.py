@@ -161,3 +161,28 @@ def test_arguments_win_over_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 
     assert load_settings(port=9002).port == 9002
     assert Settings(_env_file=None, port=9003).port == 9003
+
+
+@pytest.mark.parametrize(
+    ("url", "masked"),
+    [
+        (
+            "postgresql://app@db/cases?password=hunter2&sslmode=require",
+            "postgresql://app@db/cases?password=***&sslmode=require",
+        ),
+        ("postgresql://app:pw@db:notaport/cases", "**********"),
+        ("sqlite+aiosqlite:////tmp/x.db", "sqlite+aiosqlite:////tmp/x.db"),
+    ],
+)
+def test_mask_url_hides_query_passwords_and_survives_bad_ports(url: str, masked: str) -> None:
+    assert mask_url(url) == masked
+
+
+def test_config_show_masks_a_password_given_as_a_query_parameter(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEAWALL_DATABASE_URL", "postgresql://app@db/cases?password=hunter2")
+
+    view = load_settings().public_view()
+
+    assert "hunter2" not in view["SEAWALL_DATABASE_URL"]

@@ -8,8 +8,9 @@ import pytest
 import sqlalchemy as sa
 
 from seawall.db import Database, idempotency_keys
-from seawall.errors import IdempotencyKeyInFlight, IdempotencyKeyMismatch
+from seawall.errors import IdempotencyClaimLost, IdempotencyKeyInFlight, IdempotencyKeyMismatch
 from seawall.idempotency import (
+    Claim,
     IdempotencyStore,
     StoredResponse,
     request_fingerprint,
@@ -42,22 +43,29 @@ def store(database: Database, clock: WallClock) -> IdempotencyStore:
     return IdempotencyStore(database, ttl=3600, lock_timeout=30, clock=clock)
 
 
-async def _complete(store: IdempotencyStore, database: Database, key: str, body: str) -> None:
+async def _claim(store: IdempotencyStore, key: str, fingerprint: str = "fp") -> Claim:
+    claimed = await store.claim(SCOPE, key, fingerprint)
+    assert isinstance(claimed, Claim)
+    return claimed
+
+
+async def _complete(store: IdempotencyStore, database: Database, claim: Claim, body: str) -> None:
     async with database.transaction() as session:
-        await store.complete(session, SCOPE, key, StoredResponse(201, body, {"etag": '"v1"'}))
+        await store.complete(session, claim, StoredResponse(201, body, {"etag": '"v1"'}))
 
 
 async def test_first_claim_owns_the_key(store: IdempotencyStore) -> None:
     claimed = await store.claim(SCOPE, "k1", "fp")
 
-    assert claimed is None
+    assert isinstance(claimed, Claim)
+    assert (claimed.scope, claimed.key, len(claimed.token)) == (SCOPE, "k1", 32)
 
 
 async def test_completed_key_returns_the_stored_response(
     store: IdempotencyStore, database: Database
 ) -> None:
-    await store.claim(SCOPE, "k1", "fp")
-    await _complete(store, database, "k1", '{"id": 1}')
+    claim = await _claim(store, "k1")
+    await _complete(store, database, claim, '{"id": 1}')
 
     replay = await store.claim(SCOPE, "k1", "fp")
 
@@ -76,8 +84,8 @@ async def test_key_in_flight_is_refused(store: IdempotencyStore) -> None:
 async def test_key_reused_with_another_request_is_refused(
     store: IdempotencyStore, database: Database
 ) -> None:
-    await store.claim(SCOPE, "k1", "fp")
-    await _complete(store, database, "k1", "{}")
+    claim = await _claim(store, "k1")
+    await _complete(store, database, claim, "{}")
 
     with pytest.raises(IdempotencyKeyMismatch):
         await store.claim(SCOPE, "k1", "other")
@@ -88,25 +96,24 @@ async def test_same_key_in_another_scope_is_independent(store: IdempotencyStore)
 
     claimed = await store.claim("PATCH /things/1", "k1", "fp")
 
-    assert claimed is None
+    assert isinstance(claimed, Claim)
 
 
 async def test_released_key_can_be_claimed_again(store: IdempotencyStore) -> None:
-    await store.claim(SCOPE, "k1", "fp")
-    await store.release(SCOPE, "k1")
+    await store.release(await _claim(store, "k1"))
 
     claimed = await store.claim(SCOPE, "k1", "fp")
 
-    assert claimed is None
+    assert isinstance(claimed, Claim)
 
 
 async def test_release_never_forgets_a_completed_key(
     store: IdempotencyStore, database: Database
 ) -> None:
-    await store.claim(SCOPE, "k1", "fp")
-    await _complete(store, database, "k1", "{}")
+    claim = await _claim(store, "k1")
+    await _complete(store, database, claim, "{}")
 
-    await store.release(SCOPE, "k1")
+    await store.release(claim)
 
     assert await store.claim(SCOPE, "k1", "fp") == StoredResponse(201, "{}", {"etag": '"v1"'})
 
@@ -119,7 +126,7 @@ async def test_abandoned_key_is_taken_over_after_the_lock_timeout(
 
     claimed = await store.claim(SCOPE, "k1", "fp")
 
-    assert claimed is None
+    assert isinstance(claimed, Claim)
 
 
 async def test_abandoned_key_still_refuses_another_request(
@@ -135,13 +142,13 @@ async def test_abandoned_key_still_refuses_another_request(
 async def test_expired_key_is_a_new_key(
     store: IdempotencyStore, database: Database, clock: WallClock
 ) -> None:
-    await store.claim(SCOPE, "k1", "fp")
-    await _complete(store, database, "k1", "{}")
+    claim = await _claim(store, "k1")
+    await _complete(store, database, claim, "{}")
     clock.advance(3601)
 
     claimed = await store.claim(SCOPE, "k1", "another request")
 
-    assert claimed is None
+    assert isinstance(claimed, Claim)
 
 
 async def test_purge_removes_only_expired_keys_in_batches(
@@ -189,3 +196,22 @@ def test_keys_are_short_visible_ascii(key: str, valid: bool) -> None:
 def test_store_refuses_non_positive_durations(database: Database) -> None:
     with pytest.raises(ValueError, match="positive"):
         IdempotencyStore(database, ttl=0)
+
+
+async def test_a_late_first_run_cannot_release_or_complete_the_takeover(
+    store: IdempotencyStore, database: Database, clock: WallClock
+) -> None:
+    slow = await _claim(store, "k1")
+    clock.advance(31)
+    retry = await _claim(store, "k1")
+
+    await store.release(slow)
+    with pytest.raises(IdempotencyClaimLost):
+        await _complete(store, database, slow, '{"by": "slow"}')
+    with pytest.raises(IdempotencyKeyInFlight):
+        await store.claim(SCOPE, "k1", "fp")
+    await _complete(store, database, retry, '{"by": "retry"}')
+
+    assert await store.claim(SCOPE, "k1", "fp") == StoredResponse(
+        201, '{"by": "retry"}', {"etag": '"v1"'}
+    )

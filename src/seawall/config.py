@@ -18,12 +18,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from seawall.errors import ConfigurationError
+from seawall.observability import mask_url
 
 __all__ = [
     "DEFAULT_DATABASE_URL",
@@ -130,23 +130,6 @@ class Settings(BaseSettings):
                 value = mask_url(value.get_secret_value()) if name.endswith("_url") else str(value)
             view[f"{ENV_PREFIX}{name.upper()}"] = value
         return view
-
-
-def mask_url(url: str) -> str:
-    """Return *url* with any password replaced by ``***`` (user names are kept)."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "**********"
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    if ":" in host:  # IPv6 literal
-        host = f"[{host}]"
-    netloc = f"{parts.username or ''}:***@{host}"
-    if parts.port is not None:
-        netloc += f":{parts.port}"
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _secrets_dir() -> Path | None:

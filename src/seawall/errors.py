@@ -10,7 +10,8 @@ as attributes and its message says what happened and what to do.
     │   └── MigrationError
     ├── IdempotencyError            an idempotency key cannot be honoured
     │   ├── IdempotencyKeyInFlight  the first request with this key is still running
-    │   └── IdempotencyKeyMismatch  the key was used with a different request body
+    │   ├── IdempotencyKeyMismatch  the key was used with a different request body
+    │   └── IdempotencyClaimLost    this run's key was taken over; its work must roll back
     └── ResilienceError             a resilience policy refused or gave up on a call
         ├── CircuitOpenError        the circuit is open: the call was not attempted
         ├── RateLimitExceeded       no slot within the limit (and no waiting allowed)
@@ -31,6 +32,7 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DatabaseError",
+    "IdempotencyClaimLost",
     "IdempotencyError",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyMismatch",
@@ -94,6 +96,21 @@ class IdempotencyKeyMismatch(IdempotencyError):  # noqa: N818 - leaves name the 
         super().__init__(
             "this Idempotency-Key was already used with a different request body; "
             "use a new key for a new request",
+            key=key,
+        )
+
+
+class IdempotencyClaimLost(IdempotencyError):  # noqa: N818 - leaves name the condition
+    """This run's claim on the key was taken over after the lock timeout.
+
+    Another request owns the key now; the work of this run must roll back so
+    that it is not done twice.
+    """
+
+    def __init__(self, *, key: str) -> None:
+        super().__init__(
+            "this request ran past the idempotency lock timeout and its key was taken "
+            "over by a retry; nothing was saved, check the key's outcome and retry",
             key=key,
         )
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -26,9 +27,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import Database, dialect_of, idempotency_keys
-from seawall.errors import IdempotencyKeyInFlight, IdempotencyKeyMismatch
+from seawall.errors import IdempotencyClaimLost, IdempotencyKeyInFlight, IdempotencyKeyMismatch
 
 __all__ = [
+    "Claim",
     "IdempotencyStore",
     "StoredResponse",
     "request_fingerprint",
@@ -71,6 +73,19 @@ class StoredResponse:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Ownership of an idempotency key for one run of the work.
+
+    Pass it to `IdempotencyStore.complete` or `IdempotencyStore.release`: only the
+    claim that still holds the key may finish it.
+    """
+
+    scope: str
+    key: str
+    token: str
+
+
 def _utcnow() -> datetime:
     return datetime.now(UTC)
 
@@ -105,13 +120,13 @@ class IdempotencyStore:
         if self.ttl <= timedelta(0) or self.lock_timeout <= timedelta(0):
             raise ValueError("ttl and lock_timeout must be positive")
 
-    async def claim(self, scope: str, key: str, fingerprint: str) -> StoredResponse | None:
+    async def claim(self, scope: str, key: str, fingerprint: str) -> Claim | StoredResponse:
         """Claim *key* for a new request, or find the response of an earlier one.
 
         Returns:
-            None when the caller now owns the key and must do the work, then call
-            `complete` inside the work's transaction (or `release` if it failed);
-            the stored response when an identical request already completed.
+            A `Claim` when the caller now owns the key and must do the work, then
+            call `complete` inside the work's transaction (or `release` if it
+            failed); the `StoredResponse` when an identical request already completed.
 
         Raises:
             IdempotencyKeyMismatch: the key was used for a different request.
@@ -119,6 +134,7 @@ class IdempotencyStore:
         """
         now = self._clock()
         table = idempotency_keys
+        claim = Claim(scope, key, secrets.token_hex(16))
         async with self._db.transaction() as session:
             inserted = await session.execute(
                 _insert_ignore(session, table).values(
@@ -129,10 +145,11 @@ class IdempotencyStore:
                     created_at=now,
                     locked_until=now + self.lock_timeout,
                     expires_at=now + self.ttl,
+                    claim_token=claim.token,
                 )
             )
             if _rowcount(inserted) == 1:
-                return None
+                return claim
             where = sa.and_(table.c.scope == scope, table.c.key == key)
             select = sa.select(table).where(where)
             if dialect_of(session) == "postgresql":
@@ -153,9 +170,10 @@ class IdempotencyStore:
                         created_at=now,
                         locked_until=now + self.lock_timeout,
                         expires_at=now + self.ttl,
+                        claim_token=claim.token,
                     )
                 )
-                return None
+                return claim
             if row["request_hash"] != fingerprint:
                 raise IdempotencyKeyMismatch(key=key)
             if row["state"] == "in_flight":
@@ -166,13 +184,22 @@ class IdempotencyStore:
                 headers=dict(row["response_headers"] or {}),
             )
 
-    async def complete(
-        self, session: AsyncSession, scope: str, key: str, response: StoredResponse
-    ) -> None:
-        """Record *response* for *key* inside the caller's (the work's) transaction."""
-        await session.execute(
+    async def complete(self, session: AsyncSession, claim: Claim, response: StoredResponse) -> None:
+        """Record *response* for the claimed key inside the caller's (the work's) transaction.
+
+        Raises:
+            IdempotencyClaimLost: the key no longer belongs to *claim* (the work ran
+                past the lock timeout and another request took the key over). The
+                caller must roll its transaction back, so the work is not done twice.
+        """
+        result = await session.execute(
             idempotency_keys.update()
-            .where(idempotency_keys.c.scope == scope, idempotency_keys.c.key == key)
+            .where(
+                idempotency_keys.c.scope == claim.scope,
+                idempotency_keys.c.key == claim.key,
+                idempotency_keys.c.state == "in_flight",
+                idempotency_keys.c.claim_token == claim.token,
+            )
             .values(
                 state="completed",
                 response_status=response.status,
@@ -181,15 +208,21 @@ class IdempotencyStore:
                 locked_until=None,
             )
         )
+        if _rowcount(result) != 1:
+            raise IdempotencyClaimLost(key=claim.key)
 
-    async def release(self, scope: str, key: str) -> None:
-        """Forget an in-flight *key* whose work failed, so that a retry can run."""
+    async def release(self, claim: Claim) -> None:
+        """Forget a claimed key whose work failed, so that a retry can run.
+
+        Does nothing when the key was meanwhile taken over by another claim.
+        """
         async with self._db.transaction() as session:
             await session.execute(
                 idempotency_keys.delete().where(
-                    idempotency_keys.c.scope == scope,
-                    idempotency_keys.c.key == key,
+                    idempotency_keys.c.scope == claim.scope,
+                    idempotency_keys.c.key == claim.key,
                     idempotency_keys.c.state == "in_flight",
+                    idempotency_keys.c.claim_token == claim.token,
                 )
             )
 

@@ -105,3 +105,9 @@ def test_bound_ids_are_restored_after_the_block() -> None:
 def test_malformed_ids_are_refused(bad: str) -> None:
     with pytest.raises(ValueError, match="correlation"), bind_correlation(bad):
         pass
+
+
+def test_query_string_passwords_are_redacted() -> None:
+    line = "connecting to postgresql://app@db/cases?sslmode=require&password=hunter2"
+
+    assert redact(line) == "connecting to postgresql://app@db/cases?sslmode=require&password=***"

@@ -12,19 +12,23 @@ from typing import Any
 import pytest
 
 from seawall.errors import BulkheadFull, CircuitOpenError, RateLimitExceeded
-from seawall.resilience import EventHub, Pipeline, ResilienceEvent
-from seawall.resilience._breaker import (
-    Admission,
+from seawall.resilience import (
     BreakerState,
     CircuitBreaker,
     CountWindow,
+    EventHub,
+    Pipeline,
+    ResilienceEvent,
     TimeWindow,
+    circuit,
+    next_state,
+)
+from seawall.resilience._breaker_rules import (
+    Admission,
     Trigger,
     TripRules,
     WindowStats,
     admit,
-    circuit,
-    next_state,
     should_trip,
 )
 from seawall.resilience._context import CallContext

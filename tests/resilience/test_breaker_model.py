@@ -10,8 +10,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from seawall.errors import CircuitOpenError
-from seawall.resilience import EventHub
-from seawall.resilience._breaker import BreakerState, CircuitBreaker
+from seawall.resilience import BreakerState, CircuitBreaker, EventHub
 from seawall.testing import FakeClock
 
 THRESHOLD = 3

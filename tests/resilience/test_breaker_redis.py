@@ -15,14 +15,14 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from seawall.errors import CircuitOpenError
-from seawall.resilience import EventHub
-from seawall.resilience._breaker import (
+from seawall.resilience import (
     BreakerState,
     CircuitBreaker,
+    EventHub,
     ProbeGrant,
     SharedState,
-    Trigger,
 )
+from seawall.resilience._breaker_rules import Trigger
 from seawall.resilience._redis_breaker import RedisBreakerStore
 from seawall.testing import FakeClock
 from tests.conftest import need_service
@@ -283,7 +283,7 @@ PROCESS = textwrap.dedent(
     import asyncio, sys
     from redis.asyncio import Redis
     from seawall.errors import CircuitOpenError
-    from seawall.resilience._breaker import CircuitBreaker
+    from seawall.resilience import CircuitBreaker
     from seawall.resilience._redis_breaker import RedisBreakerStore
 
     async def main(role, prefix):

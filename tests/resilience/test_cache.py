@@ -472,3 +472,19 @@ def test_the_cache_module_does_not_load_redis() -> None:
     ).stdout
 
     assert output.strip() == "False"
+
+
+async def test_events_name_the_operation_not_the_arguments() -> None:
+    hub = EventHub()
+    seen: list[ResilienceEvent] = []
+    hub.subscribe(seen.append)
+    cache = Cache(ttl=60, events=hub, clock=FakeClock())
+
+    async def lookup(token: str) -> str:
+        return "value"
+
+    await cache.call(lookup, "tok_s3cr3t")
+    await cache.call(lookup, "tok_s3cr3t")
+
+    assert [event.kind for event in seen] == ["cache_miss", "cache_hit"]
+    assert all("s3cr3t" not in str(event.attributes) for event in seen)

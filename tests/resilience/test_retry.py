@@ -19,17 +19,20 @@ from seawall.errors import (
     RetryError,
     TimeoutExceeded,
 )
-from seawall.resilience import CallContext, EventHub, Pipeline, ResilienceEvent
-from seawall.resilience._retry import (
+from seawall.resilience import (
+    CallContext,
+    EventHub,
+    Pipeline,
+    ResilienceEvent,
     Retry,
     RetryBudget,
     before_sleep_log,
     is_transient,
     parse_retry_after,
     retry,
-    retry_after_of,
     retryable_status,
 )
+from seawall.resilience._retry import retry_after_of
 from seawall.resilience._timeout import Timeout
 from seawall.resilience._waits import (
     RetryCallState,

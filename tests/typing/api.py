@@ -10,7 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from seawall.app import create_app
 from seawall.config import Settings, load_settings
 from seawall.db import Database, migrate
-from seawall.idempotency import IdempotencyStore, StoredResponse
+from seawall.idempotency import Claim, IdempotencyStore, StoredResponse
 from seawall.messaging import Event, Outbox
 from seawall.observability import bind_correlation, current_correlation_id
 
@@ -22,8 +22,10 @@ async def uses_public_api(session: AsyncSession) -> None:
     database = Database(settings.database_url.get_secret_value(), pool_size=5, timeout=2.0)
     await migrate(database)
     store = IdempotencyStore(database, ttl=timedelta(hours=1), lock_timeout=30.0)
-    claimed: StoredResponse | None = await store.claim("POST /x", "key", "fingerprint")
-    assert claimed is None or claimed.status >= 200
+    claimed: Claim | StoredResponse = await store.claim("POST /x", "key", "fingerprint")
+    if isinstance(claimed, Claim):
+        await store.complete(session, claimed, StoredResponse(201, "{}"))
+        await store.release(claimed)
     with bind_correlation("abc"):
         event = Event.create("case.created", source="/test", subject="1", data={"a": 1})
         await Outbox().add(session, event)

@@ -116,4 +116,7 @@ async def _purge_forever(store: IdempotencyStore) -> None:
                 log.info("idempotency_keys_purged", count=removed)
         except (SQLAlchemyError, DatabaseError, OSError) as exc:
             log.warning("idempotency_purge_failed", error=type(exc).__name__)
+        except Exception:
+            # Never let the purge die silently: log it and try again next round.
+            log.exception("idempotency_purge_failed")
         await asyncio.sleep(PURGE_INTERVAL_SECONDS)

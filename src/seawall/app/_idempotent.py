@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 
 import structlog
@@ -11,8 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.app._problems import Problem
 from seawall.db import Database
-from seawall.errors import IdempotencyKeyInFlight, IdempotencyKeyMismatch
+from seawall.errors import IdempotencyClaimLost, IdempotencyKeyInFlight, IdempotencyKeyMismatch
 from seawall.idempotency import (
+    Claim,
     IdempotencyStore,
     StoredResponse,
     request_fingerprint,
@@ -36,7 +38,8 @@ def idempotency_key(request: Request, *, required: bool) -> str | None:
         Problem: 400 when it is required and missing, malformed, or given twice
             with different values.
     """
-    values = {request.headers[name] for name in IDEMPOTENCY_HEADERS if name in request.headers}
+    # getlist: the same header sent twice with two values is as ambiguous as two names.
+    values = {value for name in IDEMPOTENCY_HEADERS for value in request.headers.getlist(name)}
     if not values:
         if required:
             raise Problem(
@@ -50,7 +53,8 @@ def idempotency_key(request: Request, *, required: bool) -> str | None:
         raise Problem(
             400,
             "idempotency-key-conflict",
-            "Idempotency-Key and X-Idempotency-Key differ; send one of them",
+            "the request carries more than one idempotency key (Idempotency-Key, "
+            "X-Idempotency-Key or a repeated header); send exactly one",
         )
     key = values.pop()
     if not valid_idempotency_key(key):
@@ -81,33 +85,43 @@ async def run_idempotent(
     scope = f"{request.method} {request.url.path}"
     fingerprint = request_fingerprint(request.method, request.url.path, await request.body())
     try:
-        stored = await store.claim(scope, key, fingerprint)
+        claimed = await store.claim(scope, key, fingerprint)
     except IdempotencyKeyMismatch as exc:
         raise Problem(422, "idempotency-key-reused", str(exc)) from None
     except IdempotencyKeyInFlight as exc:
         raise Problem(
             409, "idempotency-key-in-flight", str(exc), headers={"Retry-After": "1"}
         ) from None
-    if stored is not None:
+    if isinstance(claimed, StoredResponse):
         log.info("idempotent_replayed", scope=scope)
         return Response(
-            content=stored.body,
-            status_code=stored.status,
+            content=claimed.body,
+            status_code=claimed.status,
             media_type="application/json",
-            headers={**stored.headers, REPLAYED_HEADER: "true"},
+            headers={**claimed.headers, REPLAYED_HEADER: "true"},
         )
     try:
         async with database.transaction() as session:
             response = await work(session)
             kept = {k: v for k, v in response.headers.items() if k.lower() in _REPLAYED_HEADERS}
-            await store.complete(
-                session,
-                scope,
-                key,
-                StoredResponse(response.status_code, bytes(response.body).decode(), kept),
-            )
+            stored = StoredResponse(response.status_code, bytes(response.body).decode(), kept)
+            await store.complete(session, claimed, stored)
+    except IdempotencyClaimLost as exc:
+        raise Problem(
+            409, "idempotency-claim-lost", str(exc), headers={"Retry-After": "1"}
+        ) from None
     except BaseException:
         # The work did not commit: free the key so the client's retry can run it.
-        await store.release(scope, key)
+        await _release(store, claimed)
         raise
     return response
+
+
+async def _release(store: IdempotencyStore, claim: Claim) -> None:
+    # Shielded: a cancellation of this request must not also cancel the release,
+    # or the key would stay in flight (409 to every retry) until its lock expires.
+    # A failed release is logged, never raised: the request's own error matters more.
+    try:
+        await asyncio.shield(store.release(claim))
+    except Exception as exc:  # the key's lock timeout frees it later anyway
+        log.warning("idempotency_release_failed", key_scope=claim.scope, error=type(exc).__name__)

@@ -11,7 +11,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, Field
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -180,6 +180,32 @@ async def _on_http_exception(request: Request, exc: Exception) -> JSONResponse:
     )
 
 
+def _unavailable(exc: Exception) -> bool:
+    """A lost or busy database (retry later), as opposed to a bug in a statement."""
+    if isinstance(exc, OperationalError | InterfaceError | PoolTimeoutError):
+        return True
+    return isinstance(exc, DBAPIError) and exc.connection_invalidated
+
+
+async def _on_database_error(request: Request, exc: Exception) -> JSONResponse:
+    if _unavailable(exc):
+        return await _on_database_unavailable(request, exc)
+    # A statement the database refused is our bug: log it (parameters are hidden
+    # by the engine) and answer 500 as the last-resort middleware would.
+    log.error(
+        "database_statement_failed",
+        path=request.url.path,
+        error=type(exc).__name__,
+        reason=str(getattr(exc, "orig", exc))[:200],
+    )
+    return problem_response(
+        500,
+        "internal-error",
+        "the service failed to handle this request; it has been logged",
+        instance=request.url.path,
+    )
+
+
 async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResponse:
     # A locked SQLite file, a lost connection or an exhausted pool is the outside world
     # failing, not a bug here: answer 503 so that clients retry. The driver's message
@@ -203,7 +229,7 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResp
 def install_problem_handlers(app: FastAPI) -> None:
     """Make *app* answer every handled error with a problem document."""
     app.add_exception_handler(Problem, _on_problem)
-    app.add_exception_handler(OperationalError, _on_database_unavailable)
+    app.add_exception_handler(DBAPIError, _on_database_error)
     app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from seawall.errors import DatabaseError
+from seawall.observability import mask_url
 
 _ASYNC_DRIVERS = {
     "sqlite": "sqlite+aiosqlite",
@@ -80,7 +81,9 @@ class Database:
         self.url = normalize_url(url)
         parsed = make_url(self.url)
         self.dialect = parsed.get_backend_name()
-        options: dict[str, Any] = {"echo": echo}
+        # hide_parameters: statement parameters hold request bodies and keys; an
+        # error's text (which may reach a log) must never carry them.
+        options: dict[str, Any] = {"echo": echo, "hide_parameters": True}
         if self.dialect == "sqlite":
             database = parsed.database
             if database and database != ":memory:" and not database.startswith("file:"):
@@ -102,7 +105,7 @@ class Database:
         )
 
     def __repr__(self) -> str:
-        return f"Database({make_url(self.url).render_as_string(hide_password=True)!r})"
+        return f"Database({mask_url(self.url)!r})"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:

@@ -113,6 +113,8 @@ idempotency_keys = sa.Table(
     sa.Column("created_at", UTCDateTime(), nullable=False),
     sa.Column("locked_until", UTCDateTime(), nullable=True),
     sa.Column("expires_at", UTCDateTime(), nullable=False),
+    # A fresh token per claim (and takeover): only its holder may complete or release.
+    sa.Column("claim_token", sa.String(32), nullable=True),
     sa.CheckConstraint("state IN ('in_flight', 'completed')", name="state"),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
 )

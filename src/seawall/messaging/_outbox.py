@@ -36,8 +36,8 @@ class Outbox:
             session: the caller's session, inside the transaction of the change.
             event: the envelope to publish.
             aggregate_type: defaults to the event type's first segment.
-            aggregate_id: defaults to the event's subject. Events of one aggregate
-                are published in commit order.
+            aggregate_id: defaults to the event's subject; the relay keeps the
+                events of one aggregate in order.
 
         Raises:
             ValueError: no aggregate id was given and the event has no subject.

@@ -14,7 +14,7 @@ from seawall.observability._correlation import (
     new_correlation_id,
     valid_correlation_id,
 )
-from seawall.observability._logging import configure_logging, redact
+from seawall.observability._logging import configure_logging, mask_url, redact
 from seawall.observability._resilience import (
     PrometheusSubscriber,
     StructlogSubscriber,
@@ -30,6 +30,7 @@ __all__ = [
     "configure_logging",
     "current_causation_id",
     "current_correlation_id",
+    "mask_url",
     "new_correlation_id",
     "observe_resilience",
     "redact",

@@ -12,6 +12,7 @@ import re
 import sys
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import structlog
 from pydantic import SecretBytes, SecretStr
@@ -26,6 +27,13 @@ _SECRET_KEY = re.compile(
 )
 # user:password@ inside any URL-looking string.
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-z][a-z0-9+.\-]*://[^/\s:@]*:)[^/\s@]+@", re.IGNORECASE)
+# Credentials passed as URL query parameters (libpq and asyncpg accept ?password=).
+_SECRET_PARAMS = frozenset(
+    {"password", "sslpassword", "secret", "token", "api_key", "apikey", "access_token", "auth"}
+)
+_QUERY_SECRET = re.compile(
+    r"(?P<prefix>[?&](?:" + "|".join(sorted(_SECRET_PARAMS)) + r")=)[^&\s#]+", re.IGNORECASE
+)
 # Bearer and basic credentials that end up inside free text.
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
 _MAX_DEPTH = 6
@@ -44,6 +52,7 @@ def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
         return REDACTED
     if isinstance(value, str):
         value = _URL_PASSWORD.sub(r"\g<prefix>***@", value)
+        value = _QUERY_SECRET.sub(r"\g<prefix>***", value)
         return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
     if _depth >= _MAX_DEPTH:
         return value
@@ -52,6 +61,34 @@ def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
     if isinstance(value, list | tuple):
         return type(value)(redact(v, _depth=_depth + 1) for v in value)
     return value
+
+
+def mask_url(url: str) -> str:
+    """Return *url* with its password (``user:pass@`` or ``?password=``) replaced by ``***``.
+
+    User names, hosts, paths and harmless query parameters are kept; a URL that
+    cannot be parsed is replaced whole.
+    """
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return REDACTED
+    netloc = parts.netloc
+    if parts.password is not None:
+        host = parts.hostname or ""
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        netloc = f"{parts.username or ''}:***@{host}" + (f":{port}" if port is not None else "")
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(name.lower() in _SECRET_PARAMS for name, _ in pairs):
+            masked = [(n, "***" if n.lower() in _SECRET_PARAMS else v) for n, v in pairs]
+            query = urlencode(masked, safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url  # nothing secret; urlunsplit would also drop an empty "//" authority
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
 def _redact_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:

@@ -20,17 +20,10 @@ from seawall.errors import (
     RetryError,
     TimeoutExceeded,
 )
-from seawall.resilience._breaker import (
-    BreakerState,
-    BreakerStore,
-    CircuitBreaker,
-    CountWindow,
-    ProbeGrant,
-    SharedState,
-    TimeWindow,
-    circuit,
-    next_state,
-)
+from seawall.resilience._breaker import CircuitBreaker, circuit
+from seawall.resilience._breaker_rules import BreakerState, next_state
+from seawall.resilience._breaker_store import BreakerStore, ProbeGrant, SharedState
+from seawall.resilience._breaker_windows import CountWindow, TimeWindow
 from seawall.resilience._bulkhead import Bulkhead
 from seawall.resilience._cache import (
     TTL_PRESETS,
@@ -49,12 +42,11 @@ from seawall.resilience._ratelimit import Rate, RateLimit, RateLimitStorage, par
 from seawall.resilience._retry import (
     Retry,
     RetryBudget,
-    before_sleep_log,
     is_transient,
     parse_retry_after,
-    retry,
     retryable_status,
 )
+from seawall.resilience._retrying import before_sleep_log, retry
 from seawall.resilience._timeout import Timeout
 from seawall.resilience._waits import (
     RetryCallState,

@@ -4,7 +4,9 @@ The breaker is closed (calls pass), open (calls are rejected at once with
 `CircuitOpenError`) or half-open (a set number of probe calls test whether the
 service is back). The decisions are pure: `next_state` is a transition table,
 `admit` decides whether a call may pass and `should_trip` whether the recorded
-outcomes open the circuit. `CircuitBreaker` is the thin shell that counts
+outcomes open the circuit (all three live in ``_breaker_rules``, the sliding
+windows in ``_breaker_windows`` and the `BreakerStore` protocol for shared state
+in ``_breaker_store``). `CircuitBreaker` is the thin shell that counts
 outcomes, reads the clock and reports events.
 
 Opening rules:
@@ -24,38 +26,37 @@ import asyncio
 import functools
 import inspect
 import logging
-import math
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from dataclasses import dataclass
 from datetime import timedelta
-from enum import Enum, StrEnum
-from typing import Any, ClassVar, Final, NamedTuple, ParamSpec, Protocol, TypeVar, cast, overload
+from typing import Any, ClassVar, Final, ParamSpec, TypeVar, cast, overload
 
 from seawall.errors import BulkheadFull, CircuitOpenError, RateLimitExceeded
+from seawall.resilience._breaker_rules import (
+    Admission,
+    BreakerState,
+    Trigger,
+    TripRules,
+    WindowStats,
+    admit,
+    next_state,
+    should_trip,
+)
+from seawall.resilience._breaker_store import BreakerStore, ProbeGrant, SharedState
+from seawall.resilience._breaker_windows import (
+    SLOW,
+    CountRing,
+    CountWindow,
+    TimeBuckets,
+    TimeWindow,
+)
 from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_CIRCUIT_BREAKER, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
 
-__all__ = [
-    "Admission",
-    "BreakerState",
-    "BreakerStore",
-    "CircuitBreaker",
-    "CountWindow",
-    "ProbeGrant",
-    "SharedState",
-    "TimeWindow",
-    "Trigger",
-    "TripRules",
-    "WindowStats",
-    "admit",
-    "circuit",
-    "next_state",
-    "should_trip",
-]
+__all__ = ["CircuitBreaker", "ExceptionSpec", "circuit"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
@@ -64,381 +65,9 @@ _log = logging.getLogger("seawall.resilience")
 
 _POLICY: Final = "circuit_breaker"
 
-
-# --------------------------------------------------------------------------- pure core
-
-
-class BreakerState(StrEnum):
-    """Where a circuit breaker stands. A `StrEnum`, so ``state == "open"`` also works."""
-
-    CLOSED = "closed"
-    OPEN = "open"
-    HALF_OPEN = "half_open"
-
-
-class Trigger(StrEnum):
-    """What can move a breaker from one state to another."""
-
-    TRIPPED = "tripped"
-    """The opening rule was met while closed."""
-    RECOVERY_ELAPSED = "recovery_elapsed"
-    """The open period is over: the next call may probe."""
-    PROBE_FAILED = "probe_failed"
-    """A half-open probe failed (or was slow under a slow-call rule)."""
-    PROBES_SUCCEEDED = "probes_succeeded"
-    """Every half-open probe succeeded."""
-    FORCED_OPEN = "forced_open"
-    """`CircuitBreaker.open` was called."""
-    FORCED_CLOSED = "forced_closed"
-    """`CircuitBreaker.close` or `CircuitBreaker.reset` was called."""
-
-
 _CLOSED: Final = BreakerState.CLOSED
 _OPEN: Final = BreakerState.OPEN
 _HALF_OPEN: Final = BreakerState.HALF_OPEN
-
-TRANSITIONS: Final[dict[tuple[BreakerState, Trigger], BreakerState]] = {
-    (_CLOSED, Trigger.TRIPPED): _OPEN,
-    (_OPEN, Trigger.RECOVERY_ELAPSED): _HALF_OPEN,
-    (_HALF_OPEN, Trigger.PROBE_FAILED): _OPEN,
-    (_HALF_OPEN, Trigger.PROBES_SUCCEEDED): _CLOSED,
-    **{(state, Trigger.FORCED_OPEN): _OPEN for state in BreakerState},
-    **{(state, Trigger.FORCED_CLOSED): _CLOSED for state in BreakerState},
-}
-"""The whole state machine: (state, trigger) -> next state. Missing pairs change nothing."""
-
-
-def next_state(state: BreakerState, trigger: Trigger) -> BreakerState:
-    """Return the state a breaker in *state* moves to on *trigger*.
-
-    A trigger that does not apply in *state* (a late failure arriving while
-    the circuit is already open, say) leaves the state unchanged.
-    """
-    return TRANSITIONS.get((state, trigger), state)
-
-
-class Admission(Enum):
-    """What `admit` decided for one call."""
-
-    CALL = "call"
-    """Closed: run the call and count its outcome."""
-    PROBE = "probe"
-    """Half-open: run the call as a probe (it takes a probe slot)."""
-    REJECT = "reject"
-    """Open, or half-open with every probe slot taken: fail fast."""
-
-
-class Decision(NamedTuple):
-    """The result of `admit`: the admission and the state the breaker is now in."""
-
-    admission: Admission
-    state: BreakerState
-    retry_after: float
-
-
-def admit(
-    state: BreakerState,
-    *,
-    now: float,
-    opened_until: float,
-    probes_taken: int,
-    half_open_max_calls: int,
-) -> Decision:
-    """Decide whether a call may pass.
-
-    An open breaker whose open period is over becomes half-open here (lazily,
-    when a call arrives), and the call takes a probe slot if one is free.
-
-    Args:
-        state: the breaker's current state.
-        now: the current monotonic time.
-        opened_until: when the open period ends (ignored unless open).
-        probes_taken: probe slots already taken in this half-open period.
-        half_open_max_calls: probe slots per half-open period.
-
-    Returns:
-        The admission, the (possibly new) state, and for a rejection the
-        seconds until a probe may be let through (0 when half-open).
-    """
-    if state is _CLOSED:
-        return Decision(Admission.CALL, state, 0.0)
-    if state is _OPEN:
-        if now < opened_until:
-            return Decision(Admission.REJECT, state, opened_until - now)
-        state, probes_taken = _HALF_OPEN, 0
-    if probes_taken < half_open_max_calls:
-        return Decision(Admission.PROBE, state, 0.0)
-    return Decision(Admission.REJECT, state, 0.0)
-
-
-@dataclass(frozen=True, slots=True)
-class WindowStats:
-    """Counts of the calls a breaker is judging.
-
-    Attributes:
-        calls: calls recorded (in the window, or the current run of failures).
-        failures: of which failed.
-        slow: of which were slow.
-    """
-
-    calls: int = 0
-    failures: int = 0
-    slow: int = 0
-
-    @property
-    def failure_rate(self) -> float:
-        """Failures as a fraction of calls (0.0 with no calls)."""
-        return self.failures / self.calls if self.calls else 0.0
-
-    @property
-    def slow_call_rate(self) -> float:
-        """Slow calls as a fraction of calls (0.0 with no calls)."""
-        return self.slow / self.calls if self.calls else 0.0
-
-
-@dataclass(frozen=True, slots=True)
-class TripRules:
-    """When a closed breaker opens (see `should_trip`).
-
-    Attributes:
-        failure_threshold: open at this many failures (consecutive, or in the
-            window); None for no count rule.
-        failure_rate_threshold: open at this failure fraction (0-1]; None for none.
-        slow_call_rate_threshold: open at this slow-call fraction (0-1]; None for none.
-        minimum_calls: the rate rules wait for this many calls in the window.
-    """
-
-    failure_threshold: int | None = 5
-    failure_rate_threshold: float | None = None
-    slow_call_rate_threshold: float | None = None
-    minimum_calls: int = 1
-
-
-def should_trip(stats: WindowStats, rules: TripRules) -> bool:
-    """Whether *stats* meet any opening rule in *rules*."""
-    if rules.failure_threshold is not None and stats.failures >= rules.failure_threshold:
-        return True
-    if stats.calls == 0 or stats.calls < rules.minimum_calls:
-        return False
-    if (
-        rules.failure_rate_threshold is not None
-        and stats.failures >= rules.failure_rate_threshold * stats.calls
-    ):
-        return True
-    return (
-        rules.slow_call_rate_threshold is not None
-        and stats.slow >= rules.slow_call_rate_threshold * stats.calls
-    )
-
-
-# --------------------------------------------------------------------------- windows
-
-
-@dataclass(frozen=True, slots=True)
-class CountWindow:
-    """Judge the last *size* calls (a count-based sliding window).
-
-    Args:
-        size: how many of the most recent calls are counted.
-
-    Raises:
-        ValueError: *size* is not positive.
-    """
-
-    size: int = 100
-
-    def __post_init__(self) -> None:
-        if self.size < 1:
-            raise ValueError("CountWindow size must be at least 1")
-
-
-@dataclass(frozen=True, slots=True)
-class TimeWindow:
-    """Judge the calls of the last *seconds* (a time-based sliding window).
-
-    Calls are counted in *buckets* equal slices of the window, so memory stays
-    constant however many calls arrive; the window slides one bucket at a time.
-
-    Args:
-        seconds: the window's length (float seconds or a timedelta).
-        buckets: how many slices (default: one per second, at most 60).
-
-    Raises:
-        ValueError: the length is not positive or *buckets* is below 1.
-    """
-
-    seconds: float | timedelta = 60.0
-    buckets: int | None = None
-
-    def __post_init__(self) -> None:
-        length = seconds(self.seconds, name="TimeWindow seconds")
-        buckets = self.buckets if self.buckets is not None else max(1, min(60, math.ceil(length)))
-        if buckets < 1:
-            raise ValueError("TimeWindow buckets must be at least 1")
-        object.__setattr__(self, "seconds", length)
-        object.__setattr__(self, "buckets", buckets)
-
-
-_FAILED: Final = 1
-_SLOW: Final = 2
-
-
-class _CountRing:
-    """The last *size* outcomes in a ring of flag bytes, with running totals."""
-
-    __slots__ = ("_flags", "_next", "calls", "failures", "slow")
-
-    def __init__(self, size: int) -> None:
-        self._flags = bytearray(size)
-        self._next = 0
-        self.calls = self.failures = self.slow = 0
-
-    def record(self, flags: int, now: float) -> None:
-        ring = self._flags
-        index = self._next
-        if self.calls == len(ring):
-            evicted = ring[index]
-            self.failures -= evicted & _FAILED
-            self.slow -= (evicted & _SLOW) >> 1
-        else:
-            self.calls += 1
-        ring[index] = flags
-        self.failures += flags & _FAILED
-        self.slow += (flags & _SLOW) >> 1
-        self._next = (index + 1) % len(ring)
-
-    def stats(self, now: float) -> WindowStats:
-        return WindowStats(self.calls, self.failures, self.slow)
-
-    def clear(self) -> None:
-        self._flags = bytearray(len(self._flags))
-        self._next = 0
-        self.calls = self.failures = self.slow = 0
-
-
-class _TimeBuckets:
-    """Outcomes of the last *seconds*, summed per bucket, with running totals."""
-
-    __slots__ = ("_calls", "_failures", "_last", "_slow", "_width", "calls", "failures", "slow")
-
-    def __init__(self, window: TimeWindow) -> None:
-        count = cast("int", window.buckets)
-        self._width = cast("float", window.seconds) / count
-        self._calls = [0] * count
-        self._failures = [0] * count
-        self._slow = [0] * count
-        self._last: int | None = None
-        self.calls = self.failures = self.slow = 0
-
-    def _advance(self, now: float) -> int:
-        # Empty the buckets that slid out since the last call: at most one pass over the ring.
-        current = int(now // self._width)
-        last = self._last
-        size = len(self._calls)
-        if last is None or current - last >= size:
-            self.clear()
-        elif current > last:
-            for tick in range(last + 1, current + 1):
-                slot = tick % size
-                self.calls -= self._calls[slot]
-                self.failures -= self._failures[slot]
-                self.slow -= self._slow[slot]
-                self._calls[slot] = self._failures[slot] = self._slow[slot] = 0
-        if last is None or current > last:
-            self._last = current
-        return current % size
-
-    def record(self, flags: int, now: float) -> None:
-        slot = self._advance(now)
-        failed, slow = flags & _FAILED, (flags & _SLOW) >> 1
-        self._calls[slot] += 1
-        self._failures[slot] += failed
-        self._slow[slot] += slow
-        self.calls += 1
-        self.failures += failed
-        self.slow += slow
-
-    def stats(self, now: float) -> WindowStats:
-        self._advance(now)
-        return WindowStats(self.calls, self.failures, self.slow)
-
-    def clear(self) -> None:
-        size = len(self._calls)
-        self._calls = [0] * size
-        self._failures = [0] * size
-        self._slow = [0] * size
-        self._last = None
-        self.calls = self.failures = self.slow = 0
-
-
-# --------------------------------------------------------------------------- shared state
-
-
-@dataclass(frozen=True, slots=True)
-class SharedState:
-    """A breaker's state as a `BreakerStore` holds it for the whole fleet.
-
-    Attributes:
-        state: the shared state (an open state whose period is over is still
-            reported open, with *remaining* 0: the next probe moves it on).
-        remaining: seconds until an open breaker lets a probe through.
-        generation: bumped by every transition, so a process can tell that
-            the breaker moved on while it was not looking.
-    """
-
-    state: BreakerState
-    remaining: float = 0.0
-    generation: int = 0
-
-
-class ProbeGrant(NamedTuple):
-    """The answer of `BreakerStore.acquire_probe`.
-
-    Attributes:
-        shared: the shared state after the attempt.
-        lease: the probe lease to pass back when the probe ends, or None when
-            no slot was free (or the breaker is closed: see *shared*).
-    """
-
-    shared: SharedState
-    lease: str | None
-
-
-class BreakerStore(Protocol):
-    """Where breakers keep the state they share with other processes.
-
-    Failure counting stays in each process; the store holds the state, the
-    end of the open period and the half-open probe leases, and makes every
-    change atomically. Breakers read it through a local cache renewed every
-    ``refresh_interval`` seconds, so the call path of an open breaker never
-    waits on the store.
-    """
-
-    refresh_interval: float
-
-    async def load(self, name: str) -> SharedState:
-        """Read the shared state of breaker *name*."""
-        ...
-
-    async def transition(self, name: str, trigger: Trigger, *, open_for: float) -> SharedState:
-        """Apply *trigger* atomically (see `next_state`); an open state lasts *open_for*."""
-        ...
-
-    async def acquire_probe(self, name: str, *, max_calls: int) -> ProbeGrant:
-        """Take one of *max_calls* fleet-wide probe slots if the breaker is half-open (or due)."""
-        ...
-
-    async def probe_succeeded(self, name: str, lease: str, *, needed: int) -> SharedState:
-        """Count a successful probe; close the breaker once *needed* probes succeeded."""
-        ...
-
-    async def release_probe(self, name: str, lease: str) -> None:
-        """Give a probe slot back unused (the probe was cancelled or proved nothing)."""
-        ...
-
-    async def clear(self, name: str) -> None:
-        """Forget breaker *name*: it is closed for everyone."""
-        ...
 
 
 # --------------------------------------------------------------------------- errors
@@ -477,7 +106,8 @@ ExceptionSpec = (
 """What counts as a failure: an exception type, a tuple of them, or a predicate
 ``(type, exception) -> bool`` (as in the ``circuitbreaker`` package)."""
 
-# Outcome codes of one call.
+# Outcome codes of one call. _FAILURE equals the window flag FAILED, so that
+# ``outcome | slow`` is the flags a window records.
 _SUCCESS: Final = 0
 _FAILURE: Final = 1
 _IGNORED: Final = 2
@@ -660,11 +290,11 @@ class CircuitBreaker:
         self._hub = default_events if events is None else events
 
         self._threshold = failure_threshold if window is None else None
-        self._ring: _CountRing | _TimeBuckets | None
+        self._ring: CountRing | TimeBuckets | None
         if isinstance(window, CountWindow):
-            self._ring = _CountRing(window.size)
+            self._ring = CountRing(window.size)
         elif isinstance(window, TimeWindow):
-            self._ring = _TimeBuckets(window)
+            self._ring = TimeBuckets(window)
         else:
             self._ring = None
         # The decorators' inlined path: closed, local, consecutive counting, nothing to time.
@@ -866,7 +496,7 @@ class CircuitBreaker:
             ring.record(flags, now)
             # In a count window a clean success never raises a rate, except by
             # bringing the window up to minimum_calls; time windows also forget.
-            if flags or type(ring) is _TimeBuckets or ring.calls == self.rules.minimum_calls:
+            if flags or type(ring) is TimeBuckets or ring.calls == self.rules.minimum_calls:
                 tripped = should_trip(ring.stats(now), self.rules)
             else:
                 tripped = False
@@ -896,7 +526,7 @@ class CircuitBreaker:
         duration = self._slow_duration
         if duration is None or self._now() - started < duration:
             return 0
-        return _SLOW
+        return SLOW
 
     # ------------------------------------------------------------------ admission (local)
 

@@ -321,12 +321,22 @@ class Cache:
         if entry is not None and now - entry.stored_at < self.ttl:
             if self._hub:
                 self._hub.emit(
-                    "cache_hit", "cache", self.name, key=partition, age=now - entry.stored_at
+                    "cache_hit",
+                    "cache",
+                    self.name,
+                    key=self._shown(partition, context),
+                    age=now - entry.stored_at,
                 )
             hit: T = entry.value  # an annotated Any, not cast(): no call on the hit path
             return hit
         if self._hub:
-            self._hub.emit("cache_miss", "cache", self.name, key=partition, stale=entry is not None)
+            self._hub.emit(
+                "cache_miss",
+                "cache",
+                self.name,
+                key=self._shown(partition, context),
+                stale=entry is not None,
+            )
         try:
             return await self._load(key, thunk)
         except self._stale_on as exc:
@@ -341,11 +351,18 @@ class Cache:
                     "cache_stale_served",
                     "cache",
                     self.name,
-                    key=partition,
+                    key=self._shown(partition, context),
                     age=age,
                     reason=type(exc).__name__,
                 )
             return cast("T", entry.value)
+
+    def _shown(self, partition: str, context: CallContext) -> str:
+        # The default partition holds the call's arguments (a token, a body): events,
+        # which reach logs, name the operation instead (STYLE: no secrets in logs).
+        if self._key is not None or context.key is not None:
+            return partition
+        return context.operation
 
     async def _load(self, key: str, thunk: Thunk[T]) -> T:
         while (pending := self._inflight.get(key)) is not None:

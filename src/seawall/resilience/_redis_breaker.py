@@ -19,12 +19,8 @@ from typing import Any, Final
 
 from redis.asyncio import Redis
 
-from seawall.resilience._breaker import (
-    BreakerState,
-    ProbeGrant,
-    SharedState,
-    Trigger,
-)
+from seawall.resilience._breaker_rules import BreakerState, Trigger
+from seawall.resilience._breaker_store import ProbeGrant, SharedState
 from seawall.resilience._clock import seconds
 
 __all__ = ["RedisBreakerStore"]
@@ -53,7 +49,7 @@ end
 # KEYS: hash, probe slots. Returns {state, remaining_ms, generation}.
 _LOAD: Final = _PRELUDE + "return {state, remaining(), gen}"
 
-# KEYS: hash, probe slots. ARGV: trigger, open_ms. The TRANSITIONS table of _breaker.py.
+# KEYS: hash, probe slots. ARGV: trigger, open_ms. The TRANSITIONS table of _breaker_rules.py.
 _TRANSITION: Final = (
     _PRELUDE
     + """
