@@ -15,14 +15,12 @@ import inspect
 import os
 import re
 import shutil
-import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
-import httpx
 import pytest
+
+from tests.live_server import clean_environment, free_port, seawall_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -30,7 +28,6 @@ DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
 # A fenced block; the first word of its info string is the language.
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 DOCUMENTED_BASE_URL = "http://127.0.0.1:8000"
-STARTUP_TIMEOUT_SECONDS = 20.0
 WALKTHROUGH_TIMEOUT_SECONDS = 120.0
 
 
@@ -38,10 +35,6 @@ def _section(text: str, heading: str) -> str:
     match = re.search(rf"^## {re.escape(heading)}\n(.*?)(?=^## |\Z)", text, re.M | re.S)
     assert match is not None, f"README.md has no '## {heading}' section"
     return match[1]
-
-
-def _clean_environment() -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith("SEAWALL_")}
 
 
 def _python_blocks() -> list[pytest.ParameterSet]:
@@ -61,7 +54,7 @@ def test_python_block_runs(
     path: Path, line: int, source: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.chdir(tmp_path)
-    for name in set(os.environ) - set(_clean_environment()):
+    for name in set(os.environ) - set(clean_environment()):
         monkeypatch.delenv(name)
     # Blank lines in front keep line numbers, so a traceback points into the document.
     code = compile(
@@ -120,40 +113,24 @@ def test_readme_walkthrough_answers_as_shown(tmp_path: Path) -> None:
             pytest.fail(f"{reason} (CI=true: nothing may pass by skipping)")
         pytest.skip(reason)
     steps = _walkthrough_steps()
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        base_url = f"http://127.0.0.1:{probe.getsockname()[1]}"
+    port = free_port()
+    base_url = f"http://127.0.0.1:{port}"
     script = "".join(
         f"{command.replace(DOCUMENTED_BASE_URL, base_url)}\necho; echo '@@step@@'\n"
         for command, _ in steps
     )
-    server_env = {**_clean_environment(), "SEAWALL_DATABASE_URL": f"sqlite:///{tmp_path}/walk.db"}
-    argv = [sys.executable, "-m", "seawall", "serve", "--port", base_url.rsplit(":", 1)[1]]
-    with (tmp_path / "server.log").open("w") as log:
-        server = subprocess.Popen(argv, cwd=tmp_path, env=server_env, stdout=log, stderr=log)
-        try:
-            deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-            while True:
-                assert server.poll() is None, (tmp_path / "server.log").read_text()
-                assert time.monotonic() < deadline, "seawall serve did not start in time"
-                try:
-                    httpx.get(f"{base_url}/health/live", timeout=1.0)
-                    break
-                except httpx.TransportError:
-                    time.sleep(0.05)
-
-            run = subprocess.run(
-                ["bash", "-c", script],
-                cwd=tmp_path,
-                env=_clean_environment(),
-                capture_output=True,
-                text=True,
-                timeout=WALKTHROUGH_TIMEOUT_SECONDS,
-                check=False,
-            )
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    with seawall_serve(tmp_path, port=port) as server:
+        server.wait_until_ready()
+        run = subprocess.run(
+            ["bash", "-c", script],
+            cwd=tmp_path,
+            env=clean_environment(),
+            capture_output=True,
+            text=True,
+            timeout=WALKTHROUGH_TIMEOUT_SECONDS,
+            check=False,
+        )
+        server.stop()
     outputs = run.stdout.replace("\r", "").split("@@step@@\n")
 
     assert len(outputs) == len(steps) + 1, run.stderr

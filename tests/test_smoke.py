@@ -3,119 +3,37 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
-STARTUP_TIMEOUT_SECONDS = 20.0
-SHUTDOWN_TIMEOUT_SECONDS = 15.0
-POLL_INTERVAL_SECONDS = 0.05
+from tests.live_server import STARTUP_TIMEOUT_SECONDS, Server, clean_environment, seawall_serve
+
 MAX_BODY_BYTES = 4096
 REDIS_PASSWORD = "s3cr3tpass"
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _clean_environment(**settings: str) -> dict[str, str]:
-    """This process's environment without any SEAWALL_* variable, plus *settings*."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("SEAWALL_")}
-    env.update(settings)
-    return env
-
-
-@dataclass
-class Server:
-    """A running ``seawall serve`` process and where its output goes."""
-
-    process: subprocess.Popen[bytes]
-    base_url: str
-    stdout: Path
-    stderr: Path
-
-    def output(self) -> tuple[str, str]:
-        return self.stdout.read_text(), self.stderr.read_text()
-
-    def stop(self) -> int:
-        """Send SIGTERM and return the exit code (the process is killed if it hangs)."""
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-        try:
-            return self.process.wait(timeout=SHUTDOWN_TIMEOUT_SECONDS)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-            pytest.fail(f"seawall serve ignored SIGTERM for {SHUTDOWN_TIMEOUT_SECONDS}s")
-
-
-def _wait_until_ready(server: Server, correlation_id: str) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
-    last_error = "no attempt"
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            _, stderr = server.output()
-            pytest.fail(f"seawall serve exited with {server.process.returncode}: {stderr}")
-        try:
-            response = httpx.get(
-                f"{server.base_url}/health/ready",
-                headers={"X-Correlation-Id": correlation_id},
-                timeout=2.0,
-            )
-        except httpx.TransportError as exc:
-            last_error = f"{type(exc).__name__}: {exc}"
-        else:
-            if response.status_code == 200:
-                return
-            last_error = f"HTTP {response.status_code}: {response.text}"
-        time.sleep(POLL_INTERVAL_SECONDS)
-    pytest.fail(f"seawall serve was not ready within {STARTUP_TIMEOUT_SECONDS}s ({last_error})")
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[Server]:
     """``seawall serve`` on a free port with a SQLite file in *tmp_path*; always stopped."""
-    port = _free_port()
     secrets = tmp_path / "secrets"
     secrets.mkdir()
-    env = _clean_environment(
+    with seawall_serve(
+        tmp_path,
         SEAWALL_DATABASE_URL=f"sqlite:///{tmp_path}/s.db",
         SEAWALL_REDIS_URL=f"redis://user:{REDIS_PASSWORD}@127.0.0.1:6379/0",
         SEAWALL_MAX_BODY_BYTES=str(MAX_BODY_BYTES),
         # The most verbose level: the most lines that could leak a secret or not be JSON.
         SEAWALL_LOG_LEVEL="debug",
         SEAWALL_SECRETS_DIR=str(secrets),
-    )
-    stdout, stderr = tmp_path / "stdout.log", tmp_path / "stderr.log"
-    with stdout.open("wb") as out, stderr.open("wb") as err:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "seawall", "serve", "--port", str(port)],
-            cwd=tmp_path,
-            env=env,
-            stdout=out,
-            stderr=err,
-        )
-    running = Server(process, f"http://127.0.0.1:{port}", stdout, stderr)
-    try:
+    ) as running:
         yield running
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
 
 
 def _json_lines(text: str) -> list[dict[str, Any]]:
@@ -140,7 +58,7 @@ def test_serve_answers_the_cases_api_over_http(server: Server) -> None:
     key = {"Idempotency-Key": str(uuid.uuid4())}
     oversized = {"title": "x", "priority": "low", "metadata": {"blob": "x" * MAX_BODY_BYTES}}
 
-    _wait_until_ready(server, "smoke-ready")
+    server.wait_until_ready("smoke-ready")
     with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
         created = http.post("/cases", json=body, headers=key)
         replayed = http.post("/cases", json=body, headers=key)
@@ -188,7 +106,7 @@ def test_serve_stops_cleanly_on_sigterm_with_json_logs_that_carry_ids_and_no_sec
     card_token = f"tok_{uuid.uuid4().hex}"
     body = {"title": "Parcel lost", "priority": "low", "metadata": {"card_token": card_token}}
 
-    _wait_until_ready(server, f"{run}-ready")
+    server.wait_until_ready(f"{run}-ready")
     with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
         created = http.post(
             "/cases",
@@ -221,7 +139,7 @@ def test_serve_stops_cleanly_on_sigterm_with_json_logs_that_carry_ids_and_no_sec
 
 
 def test_serve_with_a_bad_port_fails_with_one_line_naming_the_key(tmp_path: Path) -> None:
-    env = _clean_environment(SEAWALL_PORT="abc", SEAWALL_SECRETS_DIR=str(tmp_path))
+    env = clean_environment(SEAWALL_PORT="abc", SEAWALL_SECRETS_DIR=str(tmp_path))
 
     result = subprocess.run(
         [sys.executable, "-m", "seawall", "serve"],
