@@ -5,8 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import sys
+import threading
 import tracemalloc
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -603,6 +606,84 @@ def test_sync_half_open_probe_success_closes_the_breaker() -> None:
 
     assert result == 7
     assert b.state is CLOSED
+
+
+THREADS, CALLS_PER_THREAD = 8, 2_000
+TOTAL_CALLS = THREADS * CALLS_PER_THREAD
+
+
+@contextlib.contextmanager
+def frequent_thread_switches() -> Iterator[None]:
+    # Ask for a thread switch every microsecond instead of every 5 ms, so that the
+    # threads interleave as often as the interpreter allows (a GIL build switches
+    # only at calls and loops; a free-threaded one runs them truly at once).
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        yield
+    finally:
+        sys.setswitchinterval(previous)
+
+
+def call_from_threads(service: Callable[[int], int]) -> tuple[int, int]:
+    """Call *service* CALLS_PER_THREAD times from each of THREADS threads at once.
+
+    Returns:
+        How many calls returned and how many raised BoomError.
+    """
+    start = threading.Barrier(THREADS)
+
+    def worker(_: int) -> tuple[int, int]:
+        returned = failed = 0
+        start.wait()
+        for i in range(CALLS_PER_THREAD):
+            try:
+                service(i)
+            except BoomError:
+                failed += 1
+            else:
+                returned += 1
+        return returned, failed
+
+    with frequent_thread_switches(), ThreadPoolExecutor(THREADS) as pool:
+        outcomes = list(pool.map(worker, range(THREADS)))
+    return sum(r for r, _ in outcomes), sum(f for _, f in outcomes)
+
+
+def test_a_sync_function_called_from_8_threads_keeps_its_window_counts_consistent() -> None:
+    b = breaker(window=CountWindow(100), failure_threshold=101)
+    failing = True
+
+    @b
+    def service(i: int) -> int:
+        if failing and i % 3 == 0:
+            raise BoomError
+        return i
+
+    returned, failed = call_from_threads(service)
+    failing = False
+    for i in range(100):  # one window of successes: every failure must slide out
+        service(i)
+
+    assert (returned + failed, failed) == (
+        TOTAL_CALLS,
+        len(range(0, CALLS_PER_THREAD, 3)) * THREADS,
+    )
+    assert b.stats == WindowStats(calls=100, failures=0, slow=0)
+    assert b.state is CLOSED
+
+
+def test_a_sync_function_failing_in_8_threads_opens_exactly_at_the_threshold() -> None:
+    b = breaker(failure_threshold=TOTAL_CALLS)
+
+    @b
+    def service(i: int) -> int:
+        raise BoomError
+
+    returned, failed = call_from_threads(service)
+
+    assert (returned, failed) == (0, TOTAL_CALLS)
+    assert b.state is OPEN
 
 
 async def test_fallback_function_answers_with_the_call_arguments_instead_of_raising() -> None:

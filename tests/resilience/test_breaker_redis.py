@@ -80,6 +80,10 @@ class CountingStore:
         self.trips += 1
         return await self.inner.probe_succeeded(name, lease, needed=needed)
 
+    async def probe_failed(self, name: str, lease: str, *, open_for: float) -> SharedState:
+        self.trips += 1
+        return await self.inner.probe_failed(name, lease, open_for=open_for)
+
     async def release_probe(self, name: str, lease: str) -> None:
         self.trips += 1
         await self.inner.release_probe(name, lease)
@@ -205,6 +209,101 @@ async def test_a_failed_probe_reopens_the_breaker_for_the_fleet(store: RedisBrea
     assert b.state is OPEN
     assert await a.refresh() is OPEN
     assert 55 < a.retry_after <= 60
+
+
+def hanging_probe(outcome: BaseException | None) -> tuple[Any, asyncio.Event, asyncio.Event]:
+    """A probe that waits to be released, then raises *outcome* (or returns "ok")."""
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def probe() -> str:
+        started.set()
+        await release.wait()
+        if outcome is not None:
+            raise outcome
+        return "ok"
+
+    return probe, started, release
+
+
+async def test_a_late_probe_failure_does_not_reopen_a_newer_half_open_period(
+    store: RedisBreakerStore,
+) -> None:
+    a, b = member(store), member(store)
+    await a.open(duration=0)
+    late, late_started, release_late = hanging_probe(BoomError())
+    current, current_started, release_current = hanging_probe(None)
+    old_probe = asyncio.create_task(a.call(late))
+    await late_started.wait()
+    await b.open(duration=0)  # the breaker moves on: a new open period, then a new probe
+    new_probe = asyncio.create_task(b.call(current))
+    await current_started.wait()
+    before = await store.load("payments")
+
+    release_late.set()
+    with pytest.raises(BoomError):
+        await old_probe
+    after_late_failure = await store.load("payments")
+    release_current.set()
+    result = await new_probe
+
+    assert before.state is HALF_OPEN
+    assert after_late_failure == before
+    assert result == "ok"
+    assert (await store.load("payments")).state is CLOSED
+
+
+async def test_a_late_probe_failure_leaves_a_breaker_closed_meanwhile_closed(
+    store: RedisBreakerStore,
+) -> None:
+    a, b = member(store), member(store)
+    await a.open(duration=0)
+    late, started, release = hanging_probe(BoomError())
+    probe = asyncio.create_task(a.call(late))
+    await started.wait()
+    await b.close()
+    before = await store.load("payments")
+
+    release.set()
+    with pytest.raises(BoomError):
+        await probe
+
+    assert before.state is CLOSED
+    assert await store.load("payments") == before
+    assert a.state is CLOSED
+
+
+async def test_the_store_ignores_a_failure_whose_lease_expired_after_the_breaker_moved_on(
+    store: RedisBreakerStore, redis: Redis
+) -> None:
+    await store.transition("payments", Trigger.FORCED_OPEN, open_for=0)
+    old = await store.acquire_probe("payments", max_calls=1)
+    await redis.delete(*store._keys("payments", 1)[1:])  # the lease expires (PX) ...
+    await store.transition("payments", Trigger.FORCED_OPEN, open_for=0)
+    new = await store.acquire_probe("payments", max_calls=1)  # ... and a newer period probes
+    assert old.lease is not None
+    assert new.lease is not None
+
+    after_failure = await store.probe_failed("payments", old.lease, open_for=60)
+    after_success = await store.probe_succeeded("payments", old.lease, needed=1)
+
+    assert new.shared.state is HALF_OPEN
+    assert after_failure == after_success == new.shared
+    assert await store.load("payments") == new.shared
+
+
+async def test_a_probe_that_outlived_its_lease_still_fails_its_own_half_open_period(
+    store: RedisBreakerStore, redis: Redis
+) -> None:
+    await store.transition("payments", Trigger.FORCED_OPEN, open_for=0)
+    grant = await store.acquire_probe("payments", max_calls=1)
+    await redis.delete(*store._keys("payments", 1)[1:])  # the lease expires (PX)
+    assert grant.lease is not None
+
+    shared = await store.probe_failed("payments", grant.lease, open_for=60)
+
+    assert shared.state is OPEN
+    assert shared.generation == grant.shared.generation + 1
+    assert 55 < shared.remaining <= 60
 
 
 async def test_a_cancelled_probe_releases_its_lease(store: RedisBreakerStore) -> None:

@@ -74,7 +74,7 @@ _HALF_OPEN: Final = BreakerState.HALF_OPEN
 
 
 # The lease of a probe taken while the shared store was unreachable: judged locally.
-# Store leases look like "<slot>:<token>", so this one can never collide with them.
+# Store leases look like "<slot>:<generation>:<token>", so this one never collides with them.
 _LOCAL_LEASE = "local"
 
 # Refusals by seawall's own policies (an open circuit, a rate limit or bulkhead
@@ -478,8 +478,32 @@ class CircuitBreaker:
         elif outcome == _SUCCESS:
             self._failures = 0
 
+    def _fast_failed_sync(self, exc: BaseException) -> None:
+        """`_fast_failed` for sync callers, which may be on several threads at once."""
+        outcome = self._classify(exc)  # user code (a predicate): run it outside the lock
+        if outcome == _IGNORED:
+            return
+        with self._lock:
+            if outcome == _FAILURE:
+                self._settle_closed(_FAILURE, 0)
+            else:
+                self._failures = 0
+
+    def _fast_succeeded_sync(self) -> None:
+        """A success after failures on the inlined sync closed path: reset the run."""
+        # The caller saw a nonzero count. Only then is the lock needed: a success
+        # that reads 0 is ordered before any failure being counted meanwhile.
+        with self._lock:
+            self._failures = 0
+
     def _settle_closed(self, outcome: int, slow: int) -> Trigger | None:
-        """Count one closed-state outcome; trip the local breaker or return TRIPPED for a store."""
+        """Count one closed-state outcome; trip the local breaker or return TRIPPED for a store.
+
+        Sync callers hold ``self._lock``: threads may share the breaker, and the
+        counts are read-modify-writes. Async callers do not: every coroutine
+        using the breaker runs on its event loop's one thread, and nothing
+        between here and the last count awaits, so no other call interleaves.
+        """
         if outcome == _IGNORED or self._state is not _CLOSED:
             return None
         ring = self._ring
@@ -569,6 +593,8 @@ class CircuitBreaker:
                 and there is no *fallback_function*.
         """
         if self._fast:
+            # Lock-free: asyncio runs every coroutine of a loop on one thread, and
+            # nothing awaits between reading and writing the count (see _settle_closed).
             try:
                 result = await thunk()
             except BaseException as exc:
@@ -633,10 +659,18 @@ class CircuitBreaker:
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
-            self._settle(admission, self._classify(exc), started, value)
+            self._settle_sync(admission, self._classify(exc), started, value)
             raise
-        self._settle(admission, self._classify_result(result), started, value)
+        self._settle_sync(admission, self._classify_result(result), started, value)
         return result
+
+    def _settle_sync(
+        self, admission: Admission, outcome: int, started: float, value: float
+    ) -> None:
+        # A sync function may be called from many threads: count under the lock
+        # (classified outside it, as classifying may run user code).
+        with self._lock:
+            self._settle(admission, outcome, started, value)
 
     def _settle(self, admission: Admission, outcome: int, started: float, value: float) -> None:
         slow = self._slow_flag(started) if outcome != _IGNORED else 0
@@ -710,6 +744,7 @@ class CircuitBreaker:
         if self._state is _OPEN and now < self._opened_until:
             return cast("T", await self._fallback_async(self._opened_until - now, args, kwargs))
         lease: str | None = None
+        granted = 0  # the generation the probe was granted in
         if self._state is not _CLOSED:
             # Half-open (or due to be): the local slot count spares the store a
             # round trip per caller; the lease in the store limits the fleet.
@@ -731,17 +766,19 @@ class CircuitBreaker:
                 if grant.shared.state is not _CLOSED:
                     wait = grant.shared.remaining
                     return cast("T", await self._fallback_async(wait, args, kwargs))
-            lease = grant.lease
+            lease, granted = grant.lease, grant.shared.generation
         started = self._now() if self._slow_duration is not None else 0.0
         try:
             result = await thunk()
         except BaseException as exc:
-            await self._settle_shared(lease, self._classify(exc), started)
+            await self._settle_shared(lease, granted, self._classify(exc), started)
             raise
-        await self._settle_shared(lease, self._classify_result(result), started)
+        await self._settle_shared(lease, granted, self._classify_result(result), started)
         return result
 
-    async def _settle_shared(self, lease: str | None, outcome: int, started: float) -> None:
+    async def _settle_shared(
+        self, lease: str | None, granted: int, outcome: int, started: float
+    ) -> None:
         slow = self._slow_flag(started) if outcome != _IGNORED else 0
         if lease is None:
             if self._settle_closed(outcome, slow) is Trigger.TRIPPED:
@@ -755,9 +792,12 @@ class CircuitBreaker:
                 if outcome == _IGNORED:
                     await store.release_probe(self.name, lease)
                     return
+                # Settled against the lease: the store ignores the outcome of a probe
+                # from a half-open period that is over (a late failure must not
+                # re-open a newer period, nor a breaker closed meanwhile).
                 if failed:
-                    shared = await store.transition(
-                        self.name, Trigger.PROBE_FAILED, open_for=self.recovery_timeout
+                    shared = await store.probe_failed(
+                        self.name, lease, open_for=self.recovery_timeout
                     )
                 else:
                     shared = await store.probe_succeeded(
@@ -766,12 +806,17 @@ class CircuitBreaker:
             except Exception as exc:  # judge the probe locally; the next refresh re-syncs
                 self._store_failed("settle_probe", exc)
             else:
-                reason = Trigger.PROBE_FAILED if failed else Trigger.PROBES_SUCCEEDED
-                self._adopt(shared, self._now(), reason.value)
+                trigger = Trigger.PROBE_FAILED if failed else Trigger.PROBES_SUCCEEDED
+                # The probe moved the breaker only if the store made the very next transition.
+                moved = shared.generation == granted + 1 and shared.state is next_state(
+                    _HALF_OPEN, trigger
+                )
+                self._adopt(shared, self._now(), trigger.value if moved else "shared_state")
                 return
         if outcome != _IGNORED:
             with self._lock:
-                self._apply(Trigger.FORCED_OPEN if failed else Trigger.FORCED_CLOSED)
+                if self._generation == granted:  # else the breaker moved on while it ran
+                    self._apply(Trigger.FORCED_OPEN if failed else Trigger.FORCED_CLOSED)
 
     # ------------------------------------------------------------------ decorating
 
@@ -812,6 +857,8 @@ class CircuitBreaker:
         open_state = _OPEN
 
         # The closed path is inlined (no CallContext, no partial): it is most calls.
+        # It takes no lock: one event loop runs its coroutines on one thread, and no
+        # await falls between reading and writing the counts (unlike sync callers').
         @functools.wraps(fn)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
             if breaker._fast:
@@ -843,9 +890,10 @@ class CircuitBreaker:
                 try:
                     result = fn(*args, **kwargs)
                 except BaseException as exc:
-                    breaker._fast_failed(exc)
+                    breaker._fast_failed_sync(exc)
                     raise
-                breaker._failures = 0
+                if breaker._failures:  # checked here: a clean success calls nothing more
+                    breaker._fast_succeeded_sync()
                 return result
             if breaker._state is open_state:
                 remaining = breaker._opened_until - monotonic()

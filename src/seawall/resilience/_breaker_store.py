@@ -72,7 +72,19 @@ class BreakerStore(Protocol):
         ...
 
     async def probe_succeeded(self, name: str, lease: str, *, needed: int) -> SharedState:
-        """Count a successful probe; close the breaker once *needed* probes succeeded."""
+        """Count a successful probe; close the breaker once *needed* probes succeeded.
+
+        A probe granted in a half-open period that is over (the breaker was
+        forced open or closed, or re-opened, since) counts for nothing.
+        """
+        ...
+
+    async def probe_failed(self, name: str, lease: str, *, open_for: float) -> SharedState:
+        """Open the breaker for *open_for* seconds because the probe holding *lease* failed.
+
+        Only a probe granted in the current half-open period opens it: a late
+        failure from an earlier period leaves the state unchanged.
+        """
         ...
 
     async def release_probe(self, name: str, lease: str) -> None:

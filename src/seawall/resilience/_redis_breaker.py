@@ -3,7 +3,9 @@
 Each breaker keeps a hash ``{prefix}{name}`` with its state, the end of the
 open period (in Redis server time, so the hosts' clocks never need to agree)
 and a generation bumped by every transition; half-open probes take leases
-``{prefix}{name}:probe:<n>`` with ``SET NX PX``. Every decision is one Lua
+``{prefix}{name}:probe:<n>`` with ``SET NX PX``. A lease names the generation
+it was granted in, so the outcome of a probe from a half-open period that is
+over is ignored instead of moving a newer period. Every decision is one Lua
 script: one round trip, atomic across the fleet. The transition table in the
 scripts is `seawall.resilience.next_state`'s, written out in Lua.
 
@@ -87,11 +89,11 @@ return {0, state, 0, gen}
 """
 )
 
-# KEYS: hash, probe slots. ARGV: needed successes, slot, token.
+# KEYS: hash, probe slots. ARGV: needed successes, slot, token, the lease's generation.
 _SUCCEEDED: Final = (
     _PRELUDE
     + """
-if state ~= 'half_open' then return {state, remaining(), gen} end
+if state ~= 'half_open' or gen ~= tonumber(ARGV[4]) then return {state, remaining(), gen} end
 local slot = KEYS[1 + tonumber(ARGV[2])]
 if redis.call('GET', slot) ~= ARGV[3] then return {state, remaining(), gen} end
 if redis.call('HINCRBY', KEYS[1], 'successes', 1) >= tonumber(ARGV[1]) then
@@ -101,11 +103,32 @@ return {state, remaining(), gen}
 """
 )
 
+# KEYS: hash, probe slots. ARGV: the lease's generation, open_ms.
+# Judged by generation, not by the slot: a probe that outlived its lease still
+# speaks for its own half-open period, and only for that one.
+_FAILED: Final = (
+    _PRELUDE
+    + """
+if state == 'half_open' and gen == tonumber(ARGV[1]) then move('open', tonumber(ARGV[2])) end
+return {state, remaining(), gen}
+"""
+)
+
 # KEYS: the probe slot. ARGV: token. Deletes the lease only if it is still ours.
 _RELEASE: Final = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
+
+
+def _lease(slot: Any, generation: Any, token: str) -> str:
+    return f"{int(slot)}:{int(generation)}:{token}"
+
+
+def _parse_lease(lease: str) -> tuple[int, int, str]:
+    """(slot, generation, token) of a lease made by `_lease`."""
+    slot, generation, token = lease.split(":", 2)
+    return int(slot), int(generation), token
 
 
 def _text(value: Any) -> str:
@@ -158,6 +181,7 @@ class RedisBreakerStore:
         self._transition = redis.register_script(_TRANSITION)
         self._acquire = redis.register_script(_ACQUIRE)
         self._succeeded = redis.register_script(_SUCCEEDED)
+        self._failed = redis.register_script(_FAILED)
         self._release = redis.register_script(_RELEASE)
 
     def __repr__(self) -> str:
@@ -201,22 +225,38 @@ class RedisBreakerStore:
         keys = self._keys(name, self._slots(max_calls))
         lease_ms = max(1, round(self.probe_lease * 1000))
         slot, state, remaining, generation = await self._acquire(keys=keys, args=[lease_ms, token])
-        lease = f"{int(slot)}:{token}" if int(slot) > 0 else None
+        lease = _lease(slot, generation, token) if int(slot) > 0 else None
         return ProbeGrant(_shared(state, remaining, generation), lease)
 
     async def probe_succeeded(self, name: str, lease: str, *, needed: int) -> SharedState:
-        """Count a successful probe; close the breaker once *needed* probes succeeded."""
-        slot, token = lease.split(":", 1)
+        """Count a successful probe; close the breaker once *needed* probes succeeded.
+
+        The success counts only while *lease* is still held in the half-open
+        period it was granted in.
+        """
+        slot, granted, token = _parse_lease(lease)
         keys = self._keys(name, self._slots(needed))
         state, remaining, generation = await self._succeeded(
-            keys=keys, args=[needed, int(slot), token]
+            keys=keys, args=[needed, slot, token, granted]
         )
+        return _shared(state, remaining, generation)
+
+    async def probe_failed(self, name: str, lease: str, *, open_for: float) -> SharedState:
+        """Open the breaker for *open_for* seconds if *lease*'s half-open period is current.
+
+        A failure reported after the breaker moved on (forced open or closed,
+        or re-opened and half-open again) leaves the state unchanged.
+        """
+        _, granted, _ = _parse_lease(lease)
+        keys = self._keys(name, self.max_probe_slots)
+        args = [granted, round(open_for * 1000)]
+        state, remaining, generation = await self._failed(keys=keys, args=args)
         return _shared(state, remaining, generation)
 
     async def release_probe(self, name: str, lease: str) -> None:
         """Give a probe slot back if the lease is still ours."""
-        slot, token = lease.split(":", 1)
-        await self._release(keys=[self._keys(name, int(slot))[-1]], args=[token])
+        slot, _, token = _parse_lease(lease)
+        await self._release(keys=[self._keys(name, slot)[-1]], args=[token])
 
     async def clear(self, name: str) -> None:
         """Delete breaker *name*'s state and leases: it is closed for everyone."""
