@@ -402,6 +402,91 @@ async def test_clear_drops_only_this_caches_entries() -> None:
     assert upstream.calls == 2
 
 
+class SlowWrites(MemoryCacheBackend):
+    """A memory backend whose writes wait for `gate`, as a remote one's may take a while."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+
+    async def set(self, key: str, value: Any, *, stored_at: float, lifetime: float) -> None:
+        await self.gate.wait()
+        await super().set(key, value, stored_at=stored_at, lifetime=lifetime)
+
+
+async def test_a_load_whose_key_is_invalidated_returns_its_result_but_does_not_store_it() -> None:
+    cache = Cache(ttl=600, clock=FakeClock())
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+    oslo = CallContext(operation="fetch", key="oslo")
+    callers = [asyncio.create_task(cache.run(upstream.fetch, oslo)) for _ in range(2)]
+    await asyncio.sleep(0)
+
+    await cache.invalidate("oslo")
+    upstream.gate.set()
+    results = await asyncio.gather(*callers)
+    upstream.result = "v2"
+    after = [await cache.run(upstream.fetch, oslo) for _ in range(2)]
+
+    assert results == ["v1", "v1"]
+    assert after == ["v2", "v2"]
+    assert upstream.calls == 2
+    assert cache._generations == {}
+
+
+async def test_a_load_in_flight_during_clear_does_not_store_its_result() -> None:
+    cache = Cache(ttl=600, clock=FakeClock())
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+    loads = [
+        asyncio.create_task(cache.run(upstream.fetch, CallContext(operation="fetch", key=city)))
+        for city in ("oslo", "bergen")
+    ]
+    await asyncio.sleep(0)
+
+    await cache.clear()
+    upstream.gate.set()
+    results = await asyncio.gather(*loads)
+    upstream.gate = None
+    await cache.run(upstream.fetch, CallContext(operation="fetch", key="oslo"))
+
+    assert results == ["v1", "v1"]
+    assert upstream.calls == 3
+    assert cache._generations == {}
+
+
+async def test_invalidating_another_key_lets_a_load_store_its_result() -> None:
+    cache = Cache(ttl=600, clock=FakeClock())
+    upstream = Upstream()
+    upstream.gate = asyncio.Event()
+    oslo = CallContext(operation="fetch", key="oslo")
+    load = asyncio.create_task(cache.run(upstream.fetch, oslo))
+    await asyncio.sleep(0)
+
+    await cache.invalidate("bergen")
+    upstream.gate.set()
+    await load
+    await cache.run(upstream.fetch, oslo)
+
+    assert upstream.calls == 1
+
+
+async def test_an_entry_invalidated_while_it_is_written_is_dropped_once_written() -> None:
+    backend = SlowWrites()
+    cache = Cache(ttl=600, backend=backend, clock=FakeClock())
+    upstream = Upstream()
+    oslo = CallContext(operation="fetch", key="oslo")
+    load = asyncio.create_task(cache.run(upstream.fetch, oslo))
+    await asyncio.sleep(0)
+
+    await cache.invalidate("oslo")
+    backend.gate.set()
+    result = await load
+
+    assert result == "v1"
+    assert len(backend) == 0
+
+
 async def test_memory_backend_evicts_the_least_recently_used_entry() -> None:
     cache = Cache(ttl=600, max_entries=2, clock=FakeClock())
     upstream = Upstream()

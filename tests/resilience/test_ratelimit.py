@@ -362,6 +362,123 @@ async def test_wait_mode_gives_concurrent_waiters_slots_one_interval_apart() -> 
     assert clock.sleeps == [pytest.approx(1.0), pytest.approx(2.0)]
 
 
+class ParkingClock(FakeClock):
+    """Time stands still and, while `parked`, every sleep lasts until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.parked = True
+        self.alarms: list[asyncio.Event] = []
+        self._asleep = asyncio.Semaphore(0)
+
+    async def sleep(self, seconds: float) -> None:
+        if not self.parked:
+            await super().sleep(seconds)
+            return
+        self.sleeps.append(seconds)
+        alarm = asyncio.Event()
+        self.alarms.append(alarm)
+        self._asleep.release()
+        await alarm.wait()
+
+    async def park(self, limiter: RateLimit, key: str, count: int) -> list[asyncio.Task[None]]:
+        """Start *count* waiters one after the other, each asleep on its reserved slot."""
+        tasks: list[asyncio.Task[None]] = []
+        async with asyncio.timeout(5):
+            for _ in range(count):
+                tasks.append(asyncio.create_task(limiter.acquire(key)))
+                await self._asleep.acquire()
+        return tasks
+
+
+async def cancel(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel *tasks* in the order given and wait until each has finished."""
+    for task in tasks:
+        task.cancel()
+    results = await asyncio.gather(*tasks, return_exceptions=True)
+    assert all(isinstance(result, asyncio.CancelledError) for result in results)
+
+
+# After a burst of two on "2/second": the first slot free again, by algorithm.
+REFUNDS = pytest.mark.parametrize(
+    ("algorithm", "rate", "first_slot"),
+    [
+        ("token_bucket", "2/second", 0.5),
+        ("token_bucket", "2/second;100/minute", 0.5),
+        ("moving_window", "2/second", 1.0),
+        ("moving_window", "2/second;100/minute", 1.0),
+    ],
+)
+CANCEL_ORDERS = pytest.mark.parametrize("order", ["first_reserved_first", "last_reserved_first"])
+
+
+@REFUNDS
+@CANCEL_ORDERS
+async def test_waiters_cancelled_in_their_sleep_give_their_slots_back(
+    algorithm: Algorithm, rate: str, first_slot: float, order: str
+) -> None:
+    clock = ParkingClock()
+    limiter = RateLimit(rate, algorithm=algorithm, mode="wait", clock=clock)
+    await outcomes(limiter, "k", 2)
+    waiters = await clock.park(limiter, "k", 10)
+    clock.parked = False
+
+    await cancel(waiters if order == "first_reserved_first" else waiters[::-1])
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(first_slot)
+    assert limiter._core._holds == {}
+
+
+@pytest.mark.parametrize(
+    ("algorithm", "fourth_slot"), [("token_bucket", 2.0), ("moving_window", 2.0)]
+)
+async def test_a_cancelled_waiter_never_gives_back_a_slot_that_a_later_waiter_holds(
+    algorithm: Algorithm, fourth_slot: float
+) -> None:
+    clock = ParkingClock()
+    limiter = RateLimit("2/second", algorithm=algorithm, mode="wait", clock=clock)
+    await outcomes(limiter, "k", 2)
+    first, *later = await clock.park(limiter, "k", 3)
+    clock.parked = False
+
+    await cancel([first])
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(fourth_slot)
+    await cancel(later)
+
+
+async def test_a_slot_used_by_a_later_waiter_keeps_earlier_cancelled_slots_taken() -> None:
+    clock = ParkingClock()
+    limiter = RateLimit("1/second", mode="wait", clock=clock)
+    await limiter.acquire("k")
+    first, second = await clock.park(limiter, "k", 2)
+    clock.parked = False
+
+    await cancel([first])
+    clock.alarms[1].set()
+    await second
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(3.0)
+    assert limiter._core._holds == {}
+
+
+async def test_a_waiter_whose_slot_time_has_come_keeps_it_when_cancelled() -> None:
+    clock = ParkingClock()
+    limiter = RateLimit("1/second", mode="wait", clock=clock)
+    await limiter.acquire("k")
+    [waiter] = await clock.park(limiter, "k", 1)
+    clock.advance(1.0)
+    clock.parked = False
+
+    await cancel([waiter])
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(1.0)
+
+
 async def test_wait_mode_raises_at_once_when_the_wait_would_pass_max_wait() -> None:
     clock = FakeClock()
     limiter = RateLimit("1/minute", mode="wait", max_wait=5.0, clock=clock)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import sys
@@ -18,9 +19,11 @@ import redis.asyncio
 
 from seawall.errors import RateLimitExceeded
 from seawall.resilience._ratelimit import Algorithm, RateLimit
-from seawall.resilience._redis_ratelimit import RedisRateLimitStorage
+from seawall.resilience._redis_ratelimit import RedisRateLimitStorage, RedisReservation
 from seawall.testing import FakeClock
 from tests.conftest import need_service
+from tests.resilience.test_cache_redis import NO_RETRY
+from tests.resilience.test_ratelimit import CANCEL_ORDERS, REFUNDS, ParkingClock, cancel
 
 REDIS_URL = os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALGORITHMS: list[Algorithm] = ["token_bucket", "moving_window", "sliding_window_counter"]
@@ -173,6 +176,86 @@ async def test_wait_mode_reserves_a_slot_in_redis(client: CountingRedis, prefix:
     assert client.commands == ["EVALSHA"]
 
 
+@REFUNDS
+@CANCEL_ORDERS
+async def test_waiters_cancelled_in_their_sleep_give_their_slots_back_in_redis(
+    client: CountingRedis,
+    prefix: str,
+    algorithm: Algorithm,
+    rate: str,
+    first_slot: float,
+    order: str,
+) -> None:
+    clock = ParkingClock()
+    storage = RedisRateLimitStorage(client, prefix=prefix, clock=clock)
+    limiter = RateLimit(rate, algorithm=algorithm, mode="wait", storage=storage, clock=clock)
+    await outcomes(limiter, "k", 2)
+    waiters = await clock.park(limiter, "k", 10)
+    clock.parked = False
+
+    await cancel(waiters if order == "first_reserved_first" else waiters[::-1])
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(first_slot, abs=2e-6)
+
+
+@pytest.mark.parametrize("algorithm", ["token_bucket", "moving_window"])
+async def test_a_cancelled_waiter_never_gives_back_a_slot_that_a_later_waiter_holds_in_redis(
+    client: CountingRedis, prefix: str, algorithm: Algorithm
+) -> None:
+    clock = ParkingClock()
+    storage = RedisRateLimitStorage(client, prefix=prefix, clock=clock)
+    limiter = RateLimit("2/second", algorithm=algorithm, mode="wait", storage=storage, clock=clock)
+    await outcomes(limiter, "k", 2)
+    first, *later = await clock.park(limiter, "k", 3)
+    clock.parked = False
+
+    await cancel([first])
+    await limiter.acquire("k")
+
+    assert clock.sleeps[-1] == pytest.approx(2.0, abs=2e-6)
+    await cancel(later)
+
+
+class RefundsToNowhere:
+    """Decides on the real Redis but sends refunds to an address where no Redis listens."""
+
+    def __init__(self, real: RedisRateLimitStorage, nowhere: RedisRateLimitStorage) -> None:
+        self.real = real
+        self.nowhere = nowhere
+
+    async def acquire(self, *args: Any) -> float:
+        return await self.real.acquire(*args)
+
+    async def reserve(self, *args: Any) -> tuple[float, RedisReservation | None]:
+        return await self.real.reserve(*args)
+
+    async def refund(self, reservation: RedisReservation) -> bool:
+        return await self.nowhere.refund(reservation)
+
+
+async def test_a_refund_that_fails_is_logged_and_the_cancellation_still_wins(
+    client: CountingRedis, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = ParkingClock()
+    unreachable = redis.asyncio.Redis(
+        host="127.0.0.1", port=1, retry=NO_RETRY, socket_connect_timeout=1
+    )
+    storage = RefundsToNowhere(
+        RedisRateLimitStorage(client, prefix=prefix, clock=clock),
+        RedisRateLimitStorage(unreachable, prefix=prefix, clock=clock),
+    )
+    limiter = RateLimit("1/second", mode="wait", storage=storage, clock=clock, name="sms")
+    await limiter.acquire("k")
+    [waiter] = await clock.park(limiter, "k", 1)
+
+    with caplog.at_level(logging.WARNING, logger="seawall.resilience"):
+        await cancel([waiter])
+
+    assert "rate_limit_refund_failed limiter=sms error=ConnectionError" in caplog.text
+    await unreachable.aclose()
+
+
 WORKER = textwrap.dedent(
     """
     import asyncio, sys
@@ -181,7 +264,7 @@ WORKER = textwrap.dedent(
 
     from seawall.errors import RateLimitExceeded
     from seawall.resilience._ratelimit import RateLimit
-    from seawall.resilience._redis_ratelimit import RedisRateLimitStorage
+    from seawall.resilience._redis_ratelimit import RedisRateLimitStorage, RedisReservation
 
 
     async def main(url: str, prefix: str, algorithm: str) -> None:

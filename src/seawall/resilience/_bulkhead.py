@@ -15,18 +15,16 @@ it, the slot is passed on. The success path is a counter test and a
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any, ClassVar, NoReturn, ParamSpec, TypeVar
+from typing import ClassVar, NoReturn, ParamSpec, TypeVar
 
 from seawall.errors import BulkheadFull
 from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_BULKHEAD, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = ["Bulkhead"]
 
@@ -34,7 +32,7 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
-class Bulkhead:
+class Bulkhead(PolicyCalls):
     """Limits how many calls run at once, with a bounded queue for the excess.
 
     Args:
@@ -124,26 +122,6 @@ class Bulkhead:
             return await thunk()
         finally:
             self._release()
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` inside the bulkhead.
-
-        Raises:
-            BulkheadFull: as in `run`.
-        """
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call goes through the bulkhead."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper
 
     def _release(self) -> None:
         waiters = self._waiters

@@ -10,9 +10,8 @@ processes.
 from __future__ import annotations
 
 import asyncio
-import functools
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import timedelta
 from types import MappingProxyType
 from typing import Any, ClassVar, Literal, NamedTuple, ParamSpec, Protocol, TypeVar, cast
@@ -21,7 +20,7 @@ from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_CACHE, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = [
     "TTL_PRESETS",
@@ -182,7 +181,7 @@ def _exception_types(
     return types
 
 
-class Cache:
+class Cache(PolicyCalls):
     """Serve repeated calls from a cache, one call in flight per key, stale values on errors.
 
     Make one cache per kind of data, each with its own TTL::
@@ -227,6 +226,7 @@ class Cache:
         "_backend",
         "_cache_if",
         "_clock",
+        "_generations",
         "_hub",
         "_inflight",
         "_key",
@@ -275,6 +275,10 @@ class Cache:
         self._monotonic = self._clock.monotonic
         self._hub = default_events if events is None else events
         self._inflight: dict[str, asyncio.Future[Any]] = {}
+        # Per key with a load in flight (and only then, so it stays small): how many
+        # times it was invalidated since the load began. A load that saw one does
+        # not store its result, which was computed from what was invalidated.
+        self._generations: dict[str, int] = {}
 
     @classmethod
     def for_kind(cls, kind: str, **options: Any) -> Cache:
@@ -376,10 +380,16 @@ class Cache:
                 # The leader was cancelled, not us: look again, and maybe lead.
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._inflight[key] = future
+        generations = self._generations
+        generations[key] = 0
         try:
             result = await thunk()
-            if self._cache_if is None or self._cache_if(result):
+            if (self._cache_if is None or self._cache_if(result)) and not generations[key]:
                 await self._backend.set(key, result, stored_at=self._now(), lifetime=self.stale_ttl)
+                if generations[key]:
+                    # Invalidated while the entry was being written: the delete may
+                    # have reached the backend first, so it is repeated.
+                    await self._backend.delete(key)
         except Exception as exc:
             future.set_exception(exc)
             # Mark it retrieved: with no waiters asyncio would log it as lost.
@@ -394,27 +404,25 @@ class Cache:
             return result
         finally:
             del self._inflight[key]
+            del generations[key]
 
     async def invalidate(self, key: str) -> None:
-        """Drop the entry for *key* (a partition, as `CallContext.partition()` or *key* made it)."""
-        await self._backend.delete(self._prefix + key)
+        """Drop the entry for *key* (a partition, as `CallContext.partition()` or *key* made it).
+
+        A load of *key* in flight still returns its result to its callers, but
+        does not store it.
+        """
+        full = self._prefix + key
+        if full in self._generations:
+            self._generations[full] += 1
+        await self._backend.delete(full)
 
     async def clear(self) -> None:
-        """Drop every entry of this cache (entries of other caches on the backend stay)."""
+        """Drop every entry of this cache (entries of other caches on the backend stay).
+
+        Loads in flight still return their results to their callers, but do not store them.
+        """
+        generations = self._generations
+        for key in generations:
+            generations[key] += 1
         await self._backend.clear(self._prefix)
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` through the cache, keyed by its name and arguments."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that its results are cached per arguments."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper

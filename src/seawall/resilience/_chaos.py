@@ -6,9 +6,8 @@ draws the random numbers, sleeps through the clock and raises or returns.
 
 from __future__ import annotations
 
-import functools
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from datetime import timedelta
 from typing import Any, ClassVar, Final, Literal, NamedTuple, ParamSpec, TypeVar, cast
 
@@ -16,7 +15,7 @@ from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_CHAOS, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = ["Chaos", "ChaosDecision", "decide"]
 
@@ -70,7 +69,7 @@ def _rate(value: float, name: str) -> float:
     return rate
 
 
-class Chaos:
+class Chaos(PolicyCalls):
     """Inject faults, latency and bad results into calls, at set rates, when enabled.
 
     The innermost policy in a `Pipeline`, right before the real call, so that
@@ -224,19 +223,3 @@ class Chaos:
             # A reused instance would grow its traceback on every raise.
             return fault.with_traceback(None)
         return fault()
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` with chaos applied."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that its calls go through chaos."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import inspect
-from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Final, ParamSpec, TypeVar, cast
 
 from seawall.resilience._clock import SYSTEM_CLOCK, Clock
 from seawall.resilience._context import STAGE_FALLBACK, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = ["Fallback", "FallbackHandler"]
 
@@ -28,7 +27,7 @@ rejected by *result_predicate*.
 _MISSING: Final = object()
 
 
-class Fallback:
+class Fallback(PolicyCalls):
     """Replace a failure with a value, so the caller degrades instead of failing.
 
     The outermost policy in a `Pipeline`: it sees every error of the stages
@@ -118,19 +117,3 @@ class Fallback:
         if inspect.isawaitable(value):
             value = await value
         return cast("T", value)
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` with this fallback."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that its failures turn into the fallback."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper

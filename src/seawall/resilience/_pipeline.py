@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 from seawall.resilience._context import CallContext, Policy, Thunk
 
@@ -24,7 +24,39 @@ def operation_name(fn: Callable[..., Any]) -> str:
     return getattr(fn, "__qualname__", None) or repr(fn)
 
 
-class Pipeline:
+class PolicyCalls:
+    """`call` and the decorator, for a policy that has ``run(thunk, context)``.
+
+    ``await policy.call(fn, *args)`` runs one call under the policy;
+    ``@policy`` decorates an async function so that every call does.
+    """
+
+    __slots__ = ()
+
+    if TYPE_CHECKING:
+
+        async def run(self, thunk: Thunk[T], context: CallContext) -> T:
+            """Run *thunk* under the policy (each subclass provides it)."""
+            ...
+
+    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under this policy."""
+        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
+        return await self.run(functools.partial(fn, *args, **kwargs), context)
+
+    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+        """Decorate an async function so that every call goes through this policy."""
+        operation = operation_name(fn)
+
+        @functools.wraps(fn)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+            context = CallContext(operation=operation, args=args, kwargs=kwargs)
+            return await self.run(functools.partial(fn, *args, **kwargs), context)
+
+        return wrapper
+
+
+class Pipeline(PolicyCalls):
     """Policies composed around a call.
 
     By default the policies are put in seawall's canonical order, outermost first:
@@ -59,11 +91,6 @@ class Pipeline:
         inner = ", ".join(type(stage).__name__ for stage in self.stages)
         return f"Pipeline({self.name!r}, [{inner}])"
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` through every policy."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
     async def run(self, thunk: Thunk[T], context: CallContext) -> T:
         """Run *thunk* through every policy with an explicit *context*.
 
@@ -74,14 +101,3 @@ class Pipeline:
         for stage in self._reversed:
             call = functools.partial(stage.run, call, context)
         return await call()
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call goes through the pipeline."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper

@@ -23,22 +23,33 @@ free of allocations.
 
 from __future__ import annotations
 
-import functools
+import asyncio
 import heapq
+import logging
 import math
 import re
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, ClassVar, Generic, Literal, ParamSpec, Protocol, TypeVar, get_args
+from typing import (
+    Any,
+    ClassVar,
+    Generic,
+    Literal,
+    ParamSpec,
+    Protocol,
+    TypeVar,
+    cast,
+    get_args,
+)
 
 from seawall.errors import RateLimitExceeded
 from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_RATE_LIMIT, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = [
     "Algorithm",
@@ -54,6 +65,8 @@ S = TypeVar("S")
 
 Algorithm = Literal["token_bucket", "moving_window", "sliding_window_counter"]
 Mode = Literal["raise", "wait"]
+
+_log = logging.getLogger("seawall.resilience")
 
 _ALGORITHMS: tuple[str, ...] = get_args(Algorithm)
 _MODES: tuple[str, ...] = get_args(Mode)
@@ -189,14 +202,27 @@ def _as_rates(rate: str | Rate | Iterable[str | Rate]) -> tuple[Rate, ...]:
 # ---------------------------------------------------------------------------
 
 
+class _Hold:
+    """A slot reserved ahead for a waiter, until it is used or given back."""
+
+    __slots__ = ("at", "cancelled", "undo")
+
+    def __init__(self, at: float, undo: Any) -> None:
+        self.at = at
+        self.undo = undo
+        self.cancelled = False
+
+
 class _Core(Generic[S]):
     """Per-key state (of type S) in a dict, bounded by *max_keys*."""
 
-    __slots__ = ("_entries", "_max_keys")
+    __slots__ = ("_entries", "_holds", "_max_keys")
 
     def __init__(self, max_keys: int) -> None:
         self._entries: dict[str, S] = {}
         self._max_keys = max_keys
+        # The slots reserved ahead per key whose waiters still sleep, oldest first.
+        self._holds: dict[str, list[_Hold]] = {}
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -208,6 +234,63 @@ class _Core(Generic[S]):
     def _idle_at(self, state: S) -> float:
         """When *state* no longer limits anything: forgetting it then changes no decision."""
         raise NotImplementedError
+
+    def reserve(self, key: str, now: float, max_delay: float) -> tuple[float, _Hold | None]:
+        """`decide` for a caller that may wait: a slot reserved ahead comes with its `_Hold`.
+
+        Only the slow path calls it, so the hot path keeps its single float.
+        """
+        undo = self._before(key)
+        result = self.decide(key, now, max_delay)
+        if result <= 0.0:
+            return result, None
+        hold = _Hold(now + result, self._after(key, undo))
+        self._holds.setdefault(key, []).append(hold)
+        return result, hold
+
+    def release(self, key: str, hold: _Hold) -> None:
+        """The waiter of *hold* used its slot: neither it nor an earlier hold can be given back."""
+        holds = self._holds.get(key)
+        if holds is None:
+            return
+        for index, held in enumerate(holds):
+            if held is hold:
+                del holds[: index + 1]
+                break
+        if not holds:
+            del self._holds[key]
+
+    def refund(self, key: str, hold: _Hold, now: float) -> None:
+        """Give back the slot of *hold*, whose waiter was cancelled before using it.
+
+        A slot is given back only once every later one for *key* has been
+        (never someone else's slot): until then it is only marked, and the
+        last later refund gives it back too, whatever order waiters leave in.
+        """
+        hold.cancelled = True
+        holds = self._holds.get(key)
+        if holds is None:
+            return
+        while holds and holds[-1].cancelled:
+            top = holds.pop()
+            # Once a slot's time has come, calls may have been admitted after it
+            # without a hold; the state can no longer be moved back safely.
+            if top.at <= now or not self._give_back(key, top.undo):
+                holds.clear()
+        if not holds:
+            del self._holds[key]
+
+    def _before(self, key: str) -> Any:
+        """What `_after` needs from the state before a reservation (None: cannot reserve)."""
+        return None
+
+    def _after(self, key: str, before: Any) -> Any:
+        """What `_give_back` needs to undo the reservation just made."""
+        return None
+
+    def _give_back(self, key: str, undo: Any) -> bool:
+        """Undo the last reservation for *key*; False if the state is not the one it left."""
+        return False
 
     def _make_room(self, now: float) -> None:
         # Called only when a new key arrives at the cap, so its O(n) cost is
@@ -224,7 +307,36 @@ class _Core(Generic[S]):
                 del entries[key]
 
 
-class _TokenBucket(_Core[float]):
+class _Replacing(_Core[S]):
+    """A core whose decide() stores a new state for a key, never changing the old one.
+
+    A reservation is undone by putting back the state from before it, if the
+    key still has the state it wrote: every admission moves a TAT forward and
+    every undo restores one exactly, so it has only if every later reservation
+    has been given back.
+    """
+
+    __slots__ = ()
+
+    def _before(self, key: str) -> Any:
+        return self._entries.get(key)
+
+    def _after(self, key: str, before: Any) -> Any:
+        return (before, self._entries[key])
+
+    def _give_back(self, key: str, undo: Any) -> bool:
+        before, after = undo
+        entries = self._entries
+        if entries.get(key) != after:
+            return False
+        if before is None:
+            del entries[key]
+        else:
+            entries[key] = before
+        return True
+
+
+class _TokenBucket(_Replacing[float]):
     """GCRA with one rate: one float (the theoretical arrival time) per key."""
 
     __slots__ = ("_interval", "_period")
@@ -253,7 +365,7 @@ class _TokenBucket(_Core[float]):
         return state
 
 
-class _MultiTokenBucket(_Core[list[float]]):
+class _MultiTokenBucket(_Replacing[list[float]]):
     """GCRA with several rates that must all pass: one TAT per rate per key."""
 
     __slots__ = ("_rates",)
@@ -324,6 +436,27 @@ class _MovingWindow(_Core[deque[float]]):
 
     def _idle_at(self, state: deque[float]) -> float:
         return state[-1] + self._longest
+
+    def _before(self, key: str) -> Any:
+        # The admission that appending to a full log will push out.
+        log = self._entries.get(key)
+        return log[0] if log is not None and len(log) == self._most else None
+
+    def _after(self, key: str, before: Any) -> Any:
+        log = self._entries[key]
+        return (log, log[-1], before)
+
+    def _give_back(self, key: str, undo: Any) -> bool:
+        mine, at, evicted = undo
+        log = self._entries.get(key)
+        if log is not mine or log[-1] != at:
+            return False
+        log.pop()
+        if evicted is not None:
+            log.appendleft(evicted)
+        elif not log:
+            del self._entries[key]  # an empty log would break _idle_at
+        return True
 
 
 class _SlidingWindowCounterOne(_Core[list[float]]):
@@ -473,7 +606,26 @@ class RateLimitStorage(Protocol):
         ...
 
 
-class RateLimit:
+class _RefundingStorage(Protocol):
+    """A storage that can give back a slot reserved ahead (`RedisRateLimitStorage` can).
+
+    Optional: with a storage that has only ``acquire``, a waiter cancelled
+    during its sleep keeps its slot until that slot's time has passed.
+    """
+
+    async def reserve(
+        self,
+        limiter: str,
+        key: str,
+        rates: Sequence[Rate],
+        algorithm: Algorithm,
+        max_delay: float,
+    ) -> tuple[float, Any]: ...
+
+    async def refund(self, reservation: Any) -> object: ...
+
+
+class RateLimit(PolicyCalls):
     """At most so many calls per period, per key; excess calls raise or wait.
 
     ``RateLimit("100/minute")`` lets a burst of 100 calls through, then one
@@ -518,6 +670,7 @@ class RateLimit:
         "_key",
         "_max_wait",
         "_now",
+        "_refunding",
         "_storage",
         "_wait",
         "algorithm",
@@ -558,6 +711,12 @@ class RateLimit:
         self._wait = mode == "wait"
         self._key = key
         self._storage = storage
+        self._refunding: _RefundingStorage | None = (
+            cast("_RefundingStorage", storage)
+            if callable(getattr(storage, "reserve", None))
+            and callable(getattr(storage, "refund", None))
+            else None
+        )
         self._core = _core(algorithm, self.rates, max_keys)
         # The memory decision is bound once: the hot path pays no attribute walk and no await.
         # With a shared storage it is None, which sends every decision down the slow path.
@@ -604,44 +763,34 @@ class RateLimit:
         """
         await self._admit(key, CallContext(operation=self.name, key=key, deadline=deadline))
 
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` under this rate limit.
-
-        Raises:
-            RateLimitExceeded: no slot, as in `run`.
-        """
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call is rate limited."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper
-
     async def _admit(self, key: str, context: CallContext) -> None:
         # The slow path: a refusal in memory, or any decision on a shared storage.
         clock = self._clock
         start = clock.monotonic()
         while True:
             now = clock.monotonic()
-            budget = self._budget(start, now, context.deadline) if self._wait else 0.0
-            storage = self._storage
-            if storage is None:
-                result = self._core.decide(key, now, budget)
+            reservation: object = None
+            if not self._wait:
+                budget = 0.0
+                storage = self._storage
+                if storage is None:
+                    result = self._core.decide(key, now, budget)
+                else:
+                    result = await storage.acquire(
+                        self.name, key, self.rates, self.algorithm, budget
+                    )
             else:
-                result = await storage.acquire(self.name, key, self.rates, self.algorithm, budget)
+                budget = self._budget(start, now, context.deadline)
+                result, reservation = await self._reserve(key, now, budget)
             if result == 0.0:
                 return
             if result > 0.0:
                 # A slot was reserved for us *result* seconds ahead.
                 self._report(key, context, result, "wait")
-                await clock.sleep(result)
+                if reservation is None:
+                    await clock.sleep(result)
+                    return
+                await self._sleep_holding(key, result, reservation)
                 return
             retry_after = -result
             if not self._wait or retry_after > budget + _EPSILON:
@@ -654,6 +803,48 @@ class RateLimit:
             # The algorithm cannot reserve (sliding window counter): sleep, then ask again.
             self._report(key, context, retry_after, "wait")
             await clock.sleep(retry_after)
+
+    async def _reserve(self, key: str, now: float, budget: float) -> tuple[float, object]:
+        storage = self._storage
+        if storage is None:
+            return self._core.reserve(key, now, budget)
+        refunding = self._refunding
+        if refunding is not None:
+            return await refunding.reserve(self.name, key, self.rates, self.algorithm, budget)
+        return await storage.acquire(self.name, key, self.rates, self.algorithm, budget), None
+
+    async def _sleep_holding(self, key: str, delay: float, reservation: object) -> None:
+        try:
+            await self._clock.sleep(delay)
+        except asyncio.CancelledError:
+            # Nobody will use the slot: give it back before going, or every
+            # cancelled waiter would push the next callers back by one slot.
+            await self._refund(key, reservation)
+            raise
+        except BaseException:
+            self._release(key, reservation)
+            raise
+        self._release(key, reservation)
+
+    def _release(self, key: str, reservation: object) -> None:
+        if isinstance(reservation, _Hold):
+            self._core.release(key, reservation)
+
+    async def _refund(self, key: str, reservation: object) -> None:
+        if isinstance(reservation, _Hold):
+            self._core.refund(key, reservation, self._clock.monotonic())
+            return
+        refunding = self._refunding
+        if refunding is None:
+            return
+        try:
+            await refunding.refund(reservation)
+        except Exception as exc:
+            # The caller's cancellation must win over a storage failure, which is
+            # recorded: the slot then stays taken until its time passes.
+            _log.warning(
+                "rate_limit_refund_failed limiter=%s error=%s", self.name, type(exc).__name__
+            )
 
     def _budget(self, start: float, now: float, deadline: float | None) -> float:
         budget = self._max_wait - (now - start)

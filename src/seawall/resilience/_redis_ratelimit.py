@@ -32,6 +32,8 @@ from __future__ import annotations
 import functools
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
 
 from redis.asyncio import Redis
 
@@ -56,11 +58,14 @@ _TOKEN_BUCKET = (
     _NOW
     + """
 local tats = {}
+local raws = {}
 local at = now
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[2 * i + 1])
   local period = tonumber(ARGV[2 * i + 2])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or now)
+  local raw = redis.call('GET', KEYS[i])
+  raws[i] = raw or ''
+  local tat = tonumber(raw or now)
   if tat < now then tat = now end
   tats[i] = tat
   local allow = tat + interval - period
@@ -75,7 +80,67 @@ for i = 1, #KEYS do
   redis.call('SET', KEYS[i], string.format('%.17g', tat), 'PX', math.ceil((tat - now) / 1000) + 1)
 end
 if wait < 1 then return 0 end
-return math.ceil(wait)
+-- A reservation: also return the TATs before and after it ('' for none), to refund it.
+local reply = {math.ceil(wait)}
+for i = 1, #KEYS do
+  reply[2 * i] = raws[i]
+  reply[2 * i + 1] = redis.call('GET', KEYS[i])
+end
+return reply
+"""
+)
+
+# Refunds: a slot reserved ahead is given back only once every later one on
+# the same key has been (never someone else's slot). A refund that cannot be
+# applied yet is recorded in a hash (the last KEYS), under the state its
+# reservation left; the refund of the later slot then applies it too, so
+# waiters may be cancelled in any order. A record whose later slot is used
+# can never match again, and expires with the state.
+#
+# Token bucket: the state is the TATs (joined by spaces), and undoing a
+# reservation puts back the TATs from before it.
+# ARGV: now (unused), the TATs after the reservation, the TATs before it.
+_GCRA_REFUND = (
+    _NOW
+    + """
+local n = #KEYS - 1
+local given = KEYS[n + 1]
+local function state()
+  local parts = {}
+  for i = 1, n do parts[i] = redis.call('GET', KEYS[i]) or '' end
+  return table.concat(parts, ' ')
+end
+redis.call('HSET', given, ARGV[2], ARGV[3])
+local undone = 0
+while true do
+  local current = state()
+  local before = redis.call('HGET', given, current)
+  if not before then break end
+  redis.call('HDEL', given, current)
+  local i = 1
+  for tat in string.gmatch(before .. ' ', '([^ ]*) ') do
+    if tat == '' then
+      redis.call('DEL', KEYS[i])
+    else
+      redis.call('SET', KEYS[i], tat, 'KEEPTTL')
+    end
+    i = i + 1
+  end
+  undone = undone + 1
+end
+-- A record whose TATs have all passed can never match the state again.
+local fields = redis.call('HKEYS', given)
+for _, field in ipairs(fields) do
+  local live = false
+  for tat in string.gmatch(field, '[^ ]+') do
+    if tonumber(tat) > now then live = true end
+  end
+  if not live then redis.call('HDEL', given, field) end
+end
+local ttl = redis.call('PTTL', KEYS[1])
+if ttl < 1 then ttl = 1000 end
+redis.call('PEXPIRE', given, ttl)
+return undone
 """
 )
 
@@ -144,11 +209,58 @@ for i = 3, #ARGV, 2 do
 end
 local wait = at - now
 if wait > max_delay + 1 then return -math.ceil(wait) end
-redis.call('LPUSH', key, string.format('%.17g', at))
+local entry = string.format('%.17g', at)
+local ttl = math.ceil((at - now + longest) / 1000) + 1
+if wait < 1 then
+  redis.call('LPUSH', key, entry)
+  redis.call('LTRIM', key, 0, most - 1)
+  redis.call('PEXPIRE', key, ttl)
+  return 0
+end
+-- A reservation: its number among the reservations (field n of KEYS[2]), its
+-- entry and the entry LTRIM drops are returned, for a refund to undo it.
+local evicted = redis.call('LINDEX', key, most - 1) or ''
+redis.call('LPUSH', key, entry)
 redis.call('LTRIM', key, 0, most - 1)
-redis.call('PEXPIRE', key, math.ceil((at - now + longest) / 1000) + 1)
-if wait < 1 then return 0 end
-return math.ceil(wait)
+redis.call('PEXPIRE', key, ttl)
+local held = redis.call('HINCRBY', KEYS[2], 'n', 1)
+redis.call('PEXPIRE', KEYS[2], ttl)
+return {math.ceil(wait), tostring(held), entry, evicted}
+"""
+)
+
+# Moving window: the state is the number of the last reservation still held
+# (field n). Undoing one removes its entry (then the newest) and puts back what
+# its LTRIM dropped, unless its time has come: calls admitted since without a
+# reservation would then be newer. Records of slots whose time has come can
+# never be applied, and are dropped.
+# ARGV: now (empty: the server's), the reservation's number, its entry, the dropped entry.
+_MOVING_WINDOW_REFUND = (
+    _NOW
+    + """
+local key = KEYS[1]
+local given = KEYS[2]
+redis.call('HSET', given, 'g' .. ARGV[2], ARGV[3] .. ' ' .. ARGV[4])
+local undone = 0
+while true do
+  local last = redis.call('HGET', given, 'n')
+  local record = last and redis.call('HGET', given, 'g' .. last)
+  if not record then break end
+  redis.call('HDEL', given, 'g' .. last)
+  local entry, evicted = string.match(record, '^([^ ]+) (.*)$')
+  if tonumber(entry) <= now or redis.call('LINDEX', key, 0) ~= entry then break end
+  redis.call('LPOP', key)
+  if evicted ~= '' then redis.call('RPUSH', key, evicted) end
+  redis.call('HINCRBY', given, 'n', -1)
+  undone = undone + 1
+end
+local fields = redis.call('HGETALL', given)
+for i = 1, #fields, 2 do
+  if fields[i] ~= 'n' and tonumber(string.match(fields[i + 1], '^[^ ]+')) <= now then
+    redis.call('HDEL', given, fields[i])
+  end
+end
+return undone
 """
 )
 
@@ -162,11 +274,29 @@ _SHORT: dict[str, str] = {
     "sliding_window_counter": "swc",
     "moving_window": "mw",
 }
+_REFUNDS: dict[str, str] = {
+    "token_bucket": _GCRA_REFUND,
+    "moving_window": _MOVING_WINDOW_REFUND,
+}
 _LONGEST_KEY = 100
 
 
 def _micros(value: float) -> str:
     return f"{value * 1_000_000:.17g}"
+
+
+def _text(value: Any) -> str:
+    # Script replies are bytes unless the client decodes them.
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+@dataclass(frozen=True, slots=True)
+class RedisReservation:
+    """A slot reserved ahead by `RedisRateLimitStorage.reserve`, as its refund needs it."""
+
+    algorithm: str
+    keys: tuple[str, ...]
+    args: tuple[str, ...]
 
 
 @functools.lru_cache(maxsize=256)
@@ -196,7 +326,7 @@ class RedisRateLimitStorage:
             ``TIME``. Only for tests, or a fleet whose clocks are known to agree.
     """
 
-    __slots__ = ("_client", "_clock", "_prefix", "_scripts")
+    __slots__ = ("_client", "_clock", "_prefix", "_refunds", "_scripts")
 
     def __init__(
         self,
@@ -209,6 +339,7 @@ class RedisRateLimitStorage:
         self._prefix = prefix
         self._clock = clock
         self._scripts = {name: client.register_script(src) for name, src in _SCRIPTS.items()}
+        self._refunds = {name: client.register_script(src) for name, src in _REFUNDS.items()}
 
     def __repr__(self) -> str:
         return f"RedisRateLimitStorage(prefix={self._prefix!r})"
@@ -239,6 +370,27 @@ class RedisRateLimitStorage:
             ValueError: *algorithm* is unknown.
             redis.exceptions.RedisError: Redis could not be reached or refused the script.
         """
+        result, _ = await self.reserve(limiter, key, rates, algorithm, max_delay)
+        return result
+
+    async def reserve(
+        self,
+        limiter: str,
+        key: str,
+        rates: Sequence[Rate],
+        algorithm: Algorithm,
+        max_delay: float,
+    ) -> tuple[float, RedisReservation | None]:
+        """Decide one call for *key* as `acquire` does, and say how to give a reserved slot back.
+
+        Returns:
+            The decision as `acquire` returns it, and a `RedisReservation` to
+            pass to `refund` when a slot was reserved ahead (else None).
+
+        Raises:
+            ValueError: *algorithm* is unknown.
+            redis.exceptions.RedisError: Redis could not be reached or refused the script.
+        """
         script = self._scripts.get(algorithm)
         if script is None:
             raise ValueError(f"unknown algorithm {algorithm!r}")
@@ -247,9 +399,36 @@ class RedisRateLimitStorage:
             key = "#" + hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
         base = f"{self._prefix}{{{limiter}:{key}}}:{_SHORT[algorithm]}:"
         now = "" if self._clock is None else _micros(self._clock.wall())
-        if algorithm == "moving_window":  # one log serves every rate
-            keys = [base + ";".join(suffixes)]
+        if algorithm == "moving_window":  # one log serves every rate, one counter its reservations
+            log = base + ";".join(suffixes)
+            keys = [log, log + ":held"]
         else:
             keys = [base + suffix for suffix in suffixes]
         result = await script(keys=keys, args=[now, _micros(max_delay), *rate_args])
-        return int(result) / 1_000_000
+        if not isinstance(result, list):
+            return int(result) / 1_000_000, None
+        # A reservation: the script also returned what it wrote.
+        wait, *written = result
+        if algorithm == "moving_window":
+            args: tuple[str, ...] = tuple(map(_text, written))
+        else:
+            args = (" ".join(map(_text, written[1::2])), " ".join(map(_text, written[0::2])))
+            keys.append(base + "held")
+        return int(wait) / 1_000_000, RedisReservation(algorithm, tuple(keys), args)
+
+    async def refund(self, reservation: RedisReservation) -> bool:
+        """Give back a slot that `reserve` reserved ahead and the caller will not use.
+
+        The slot is given back only if no later reservation was made on the
+        same key since: that one was placed after ours, and it keeps its slot.
+
+        Returns:
+            True if the slot was given back.
+
+        Raises:
+            redis.exceptions.RedisError: Redis could not be reached or refused the script.
+        """
+        script = self._refunds[reservation.algorithm]
+        now = "" if self._clock is None else _micros(self._clock.wall())
+        result = await script(keys=list(reservation.keys), args=[now, *reservation.args])
+        return bool(result)

@@ -14,10 +14,9 @@ argument.
 from __future__ import annotations
 
 import email.utils
-import functools
 import math
 import random
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Callable
 from datetime import UTC, timedelta
 from typing import Any, ClassVar, ParamSpec, TypeVar
 
@@ -31,7 +30,7 @@ from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
 from seawall.resilience._context import STAGE_RETRY, CallContext, Thunk
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 from seawall.resilience._waits import (
     _JITTERS,
     Jitter,
@@ -288,7 +287,7 @@ class RetryBudget:
 _NO_RESULT: Any = object()
 
 
-class Retry:
+class Retry(PolicyCalls):
     """Retries transient failures with jittered exponential backoff.
 
     The policy for pipelines and `ExternalService`s. By default it retries only
@@ -449,22 +448,6 @@ class Retry:
         if self._retry_result is not None and self._retry_result(result):
             return await self._again(thunk, context, start, None, result)
         return result
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` under this policy."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call goes through this policy."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper
 
     def plan(self, state: RetryCallState, context: CallContext, *, now: float) -> float | str:
         """Decide what follows a retryable failure: a delay in seconds, or why to give up.

@@ -12,9 +12,8 @@ attempt.
 from __future__ import annotations
 
 import functools
-from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
-from typing import Any, ClassVar, ParamSpec, TypeVar
+from typing import ClassVar, ParamSpec, TypeVar
 
 from seawall.errors import TimeoutExceeded
 from seawall.resilience._clock import SYSTEM_CLOCK, Clock, seconds
@@ -27,7 +26,7 @@ from seawall.resilience._context import (
 from seawall.resilience._deadlines import DeadlineExpired, within
 from seawall.resilience._events import EventHub
 from seawall.resilience._events import events as default_events
-from seawall.resilience._pipeline import operation_name
+from seawall.resilience._pipeline import PolicyCalls
 
 __all__ = ["AttemptTimeout", "Timeout", "TotalTimeout"]
 
@@ -123,7 +122,7 @@ class TotalTimeout:
             context.deadline = outer
 
 
-class Timeout:
+class Timeout(PolicyCalls):
     """Limits how long each attempt, and the whole call, may take.
 
     Used alone (``await Timeout(per_attempt=2, total=5).call(fn)`` or as a
@@ -208,19 +207,3 @@ class Timeout:
         if self._attempt is None:
             return await self._total.run(thunk, context)
         return await self._total.run(functools.partial(self._attempt.run, thunk, context), context)
-
-    async def call(self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs) -> T:
-        """Run ``fn(*args, **kwargs)`` under this timeout."""
-        context = CallContext(operation=operation_name(fn), args=args, kwargs=kwargs)
-        return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-    def __call__(self, fn: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
-        """Decorate an async function so that every call runs under this timeout."""
-        operation = operation_name(fn)
-
-        @functools.wraps(fn)
-        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
-            context = CallContext(operation=operation, args=args, kwargs=kwargs)
-            return await self.run(functools.partial(fn, *args, **kwargs), context)
-
-        return wrapper
