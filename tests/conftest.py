@@ -17,12 +17,15 @@ import asyncpg
 import httpx
 import pytest
 from fastapi import FastAPI
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 
 from seawall.app import create_app
 from seawall.config import Settings
 from seawall.db import Database, metadata, migrate
 
 POSTGRES_URL = os.environ.get("SEAWALL_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
+REDIS_URL = os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 def need_service(name: str, reason: str) -> None:
@@ -128,3 +131,36 @@ async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://seawall.test") as c:
         yield c
+
+
+async def connect_redis(client_class: type[Redis] = Redis, **options: object) -> Redis:
+    """A client on the test Redis, or skip (locally) / fail (under CI) when it is down."""
+    client = client_class.from_url(REDIS_URL, **options)
+    try:
+        await client.ping()
+    except (OSError, RedisError) as exc:
+        await client.aclose()
+        need_service("Redis", f"{REDIS_URL}: {type(exc).__name__}: {exc}")
+    return client
+
+
+async def delete_prefix(client: Redis, prefix: str) -> None:
+    """Remove every key under *prefix* (each test works under a prefix of its own)."""
+    keys = [key async for key in client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await client.delete(*keys)
+
+
+@pytest.fixture
+def redis_prefix() -> str:
+    """A key prefix no other test uses."""
+    return f"seawall-test:{uuid.uuid4().hex}:"
+
+
+@pytest.fixture
+async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
+    """A client on the test Redis; the keys under `redis_prefix` are removed afterwards."""
+    client = await connect_redis()
+    yield client
+    await delete_prefix(client, redis_prefix)
+    await client.aclose()

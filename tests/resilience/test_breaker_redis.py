@@ -6,13 +6,10 @@ import asyncio
 import subprocess
 import sys
 import textwrap
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 
 from seawall.errors import CircuitOpenError
 from seawall.resilience import (
@@ -25,9 +22,7 @@ from seawall.resilience import (
 from seawall.resilience._breaker_rules import Trigger
 from seawall.resilience._redis_breaker import RedisBreakerStore
 from seawall.testing import FakeClock
-from tests.conftest import need_service
 
-REDIS_URL = "redis://127.0.0.1:6379/0"
 CLOSED, OPEN, HALF_OPEN = BreakerState.CLOSED, BreakerState.OPEN, BreakerState.HALF_OPEN
 
 
@@ -36,24 +31,8 @@ class BoomError(Exception):
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (RedisError, OSError) as exc:
-        await client.aclose()
-        need_service("Redis", f"{REDIS_URL}: {type(exc).__name__}: {exc}")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def store(redis: Redis) -> AsyncIterator[RedisBreakerStore]:
-    prefix = f"test:breaker:{uuid.uuid4().hex}:"
-    yield RedisBreakerStore(redis, prefix=prefix, refresh_interval=0.5)
-    keys = [key async for key in redis.scan_iter(match=f"{prefix}*")]
-    if keys:
-        await redis.delete(*keys)
+def store(redis: Redis, redis_prefix: str) -> RedisBreakerStore:
+    return RedisBreakerStore(redis, prefix=redis_prefix, refresh_interval=0.5)
 
 
 class CountingStore:

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import logging
-import os
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -17,33 +15,15 @@ from redis.exceptions import RedisError
 from seawall.resilience._cache import Cache
 from seawall.resilience._redis_cache import JsonSerializer, PickleSerializer, RedisCacheBackend
 from seawall.testing import FakeClock
-from tests.conftest import need_service
+from tests.conftest import REDIS_URL
 
 NO_RETRY = Retry(NoBackoff(), retries=0)
-REDIS_URL = os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
 @pytest.fixture
-async def redis() -> AsyncIterator[Redis]:
-    """A client on the shared Redis; the test's keys are removed afterwards."""
-    client = Redis.from_url(REDIS_URL)
-    try:
-        await client.ping()
-    except (OSError, RedisError) as exc:
-        await client.aclose()
-        need_service("Redis", f"{REDIS_URL}: {type(exc).__name__}: {exc}")
-    yield client
-    await client.aclose()
-
-
-@pytest.fixture
-async def backend(redis: Redis) -> AsyncIterator[RedisCacheBackend]:
-    """A backend under a prefix of its own, cleaned up after the test."""
-    prefix = f"seawall-test:{uuid.uuid4().hex}:"
-    yield RedisCacheBackend(redis, prefix=prefix)
-    keys = [key async for key in redis.scan_iter(match=prefix + "*")]
-    if keys:
-        await redis.delete(*keys)
+def backend(redis: Redis, redis_prefix: str) -> RedisCacheBackend:
+    """A backend under the test's own prefix (cleaned up by the `redis` fixture)."""
+    return RedisCacheBackend(redis, prefix=redis_prefix)
 
 
 class Upstream:

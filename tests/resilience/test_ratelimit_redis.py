@@ -4,11 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import subprocess
 import sys
 import textwrap
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, cast
@@ -21,18 +19,19 @@ from seawall.errors import RateLimitExceeded
 from seawall.resilience._ratelimit import Algorithm, RateLimit
 from seawall.resilience._redis_ratelimit import RedisRateLimitStorage, RedisReservation
 from seawall.testing import FakeClock
-from tests.conftest import need_service
+from tests.conftest import REDIS_URL, connect_redis, delete_prefix, need_service
 from tests.resilience.test_cache_redis import NO_RETRY
 from tests.resilience.test_ratelimit import CANCEL_ORDERS, REFUNDS, ParkingClock, cancel
 
-REDIS_URL = os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 ALGORITHMS: list[Algorithm] = ["token_bucket", "moving_window", "sliding_window_counter"]
 
 
 class CountingRedis(redis.asyncio.Redis):
     """A client that counts the commands it sends (each one is a round trip here)."""
 
-    commands: list[str]
+    def __init__(self, *args: Any, **options: Any) -> None:
+        super().__init__(*args, **options)
+        self.commands: list[str] = []
 
     async def execute_command(self, *args: Any, **options: Any) -> Any:
         self.commands.append(str(args[0]))
@@ -41,23 +40,16 @@ class CountingRedis(redis.asyncio.Redis):
 
 
 @pytest.fixture
-def prefix() -> str:
-    return f"seawall-test:{uuid.uuid4().hex}:"
+def prefix(redis_prefix: str) -> str:
+    return redis_prefix
 
 
 @pytest.fixture
 async def client(prefix: str) -> AsyncIterator[CountingRedis]:
-    connection = cast("CountingRedis", CountingRedis.from_url(REDIS_URL))
-    connection.commands = []
-    try:
-        await connection.ping()
-    except (OSError, redis.RedisError) as exc:
-        await connection.aclose()
-        need_service("Redis", f"{REDIS_URL}: {type(exc).__name__}: {exc}")
-    connection.commands.clear()
+    connection = cast("CountingRedis", await connect_redis(CountingRedis))
+    connection.commands.clear()  # the connection check's PING is not the test's
     yield connection
-    async for key in connection.scan_iter(match=f"{prefix}*"):
-        await connection.delete(key)
+    await delete_prefix(connection, prefix)
     await connection.aclose()
 
 
