@@ -136,7 +136,9 @@ async def test_many_concurrent_deadlines_share_a_few_timers() -> None:
     results = await asyncio.gather(*tasks)
 
     assert results == ["ok"] * 1000
-    assert buckets <= 3
+    # One timer per 5 ms tick, not one per call: the 1000 deadlines fall in as many
+    # ticks as creating the tasks took (a few; more on a loaded machine), never 1000.
+    assert buckets <= 100
 
 
 def test_a_finished_event_loop_is_not_kept_alive() -> None:
