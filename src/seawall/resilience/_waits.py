@@ -476,7 +476,42 @@ class wait_exponential_jitter(wait_base):  # noqa: N801 - tenacity's name
         return builtins.max(0.0, builtins.min(result, self.max))
 
 
-class wait_equal_jitter(wait_base):  # noqa: N801 - named like its tenacity siblings
+class _wait_aws_jitter(wait_base):  # noqa: N801 - the base of the two below
+    """An AWS-style jittered exponential wait; subclasses name the jitter kind.
+
+    Args:
+        base: the first exponential wait (and, for decorrelated, the shortest one).
+        max: the longest wait.
+        rng: random generator (seed one in tests).
+    """
+
+    __slots__ = ("base", "max", "rng")
+    _kind: Jitter
+
+    def __init__(
+        self,
+        base: float = 1,
+        max: float | timedelta = MAX_WAIT,
+        *,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.base = float(base)
+        self.max = _secs(max)
+        self.rng = rng
+
+    def __call__(self, retry_state: RetryCallState) -> float:
+        """See `compute_delay` with this class's jitter kind."""
+        return compute_delay(
+            retry_state.attempt_number,
+            jitter=self._kind,
+            base=self.base,
+            cap=self.max,
+            previous=retry_state.last_sleep,
+            rng=self.rng,
+        )
+
+
+class wait_equal_jitter(_wait_aws_jitter):  # noqa: N801 - named like its tenacity siblings
     """Equal jitter (AWS): half the exponential wait, plus a random half.
 
     Args:
@@ -485,27 +520,11 @@ class wait_equal_jitter(wait_base):  # noqa: N801 - named like its tenacity sibl
         rng: random generator (seed one in tests).
     """
 
-    __slots__ = ("base", "max", "rng")
-
-    def __init__(
-        self,
-        base: float = 1,
-        max: float | timedelta = MAX_WAIT,
-        *,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base = float(base)
-        self.max = _secs(max)
-        self.rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        """See `compute_delay` with ``jitter="equal"``."""
-        return compute_delay(
-            retry_state.attempt_number, jitter="equal", base=self.base, cap=self.max, rng=self.rng
-        )
+    __slots__ = ()
+    _kind: Jitter = "equal"
 
 
-class wait_decorrelated_jitter(wait_base):  # noqa: N801 - named like its tenacity siblings
+class wait_decorrelated_jitter(_wait_aws_jitter):  # noqa: N801 - named like its tenacity siblings
     """Decorrelated jitter (AWS): ``min(max, uniform(base, 3 * last wait))``.
 
     Args:
@@ -514,29 +533,8 @@ class wait_decorrelated_jitter(wait_base):  # noqa: N801 - named like its tenaci
         rng: random generator (seed one in tests).
     """
 
-    __slots__ = ("base", "max", "rng")
-
-    def __init__(
-        self,
-        base: float = 1,
-        max: float | timedelta = MAX_WAIT,
-        *,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.base = float(base)
-        self.max = _secs(max)
-        self.rng = rng
-
-    def __call__(self, retry_state: RetryCallState) -> float:
-        """See `compute_delay` with ``jitter="decorrelated"``."""
-        return compute_delay(
-            retry_state.attempt_number,
-            jitter="decorrelated",
-            base=self.base,
-            cap=self.max,
-            previous=retry_state.last_sleep,
-            rng=self.rng,
-        )
+    __slots__ = ()
+    _kind: Jitter = "decorrelated"
 
 
 class wait_chain(wait_base):  # noqa: N801 - tenacity's name
