@@ -1,0 +1,176 @@
+"""Nothing lost, nothing twice: ``seawall serve`` killed with SIGKILL under load.
+
+Clients create cases with idempotency keys while the server is killed at a
+random moment (after a random number of answers), then restarted on the same
+database. Every request whose answer was lost is retried with its key until it
+succeeds. Afterwards:
+
+- every case the server acknowledged (a 201 reached the client) exists;
+- every key created exactly one case, and every case has exactly one
+  ``case.created`` outbox event: no retry did the work twice.
+
+The figures of a run are printed (``-s``) and recorded in docs/RELIABILITY.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import signal
+import sqlite3
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.live_server import Server, free_port, seawall_serve
+
+CONCURRENCY = 16
+RETRY_ROUNDS = 60
+
+
+REPLAYED: list[str] = []
+
+
+async def _create(client: httpx.AsyncClient, key: str) -> str | None:
+    """POST one case; its id, or None when the answer was lost (server gone).
+
+    Keys answered as replays are noted in REPLAYED: their first run committed,
+    but its answer died with the server.
+    """
+    try:
+        response = await client.post(
+            "/cases",
+            json={"title": f"case {key}", "priority": "low"},
+            headers={"Idempotency-Key": key},
+        )
+    except httpx.TransportError:
+        return None
+    if response.status_code == 201:
+        if response.headers.get("idempotent-replayed") == "true":
+            REPLAYED.append(key)
+        case_id: str = response.json()["id"]
+        return case_id
+    # 409 (in flight: the killed run still holds the key) or 503 (busy): retry later.
+    assert response.status_code in {409, 503}, response.text
+    return None
+
+
+async def _load(
+    server: Server, keys: list[str], acknowledged: dict[str, str], kill_after: int
+) -> None:
+    """Send *keys* with CONCURRENCY in flight; SIGKILL the server after *kill_after* answers."""
+    queue: asyncio.Queue[str] = asyncio.Queue()
+    for key in keys:
+        queue.put_nowait(key)
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            key = queue.get_nowait()
+            case_id = await _create(client, key)
+            if case_id is not None:
+                acknowledged[key] = case_id
+                if len(acknowledged) >= kill_after and server.process.poll() is None:
+                    server.process.send_signal(signal.SIGKILL)
+
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
+        await asyncio.gather(*(worker(client) for _ in range(CONCURRENCY)))
+
+
+async def _settle(server: Server, keys: list[str], acknowledged: dict[str, str]) -> int:
+    """Retry every key until it has its case; return how many retries it took in all."""
+    retries = 0
+    async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
+        for _ in range(RETRY_ROUNDS):
+            pending = [key for key in keys if key not in acknowledged]
+            if not pending:
+                return retries
+            for key in pending:
+                retries += 1
+                case_id = await _create(client, key)
+                if case_id is not None:
+                    acknowledged[key] = case_id
+            # Keys whose claim died with the server are free once their lock expires.
+            await asyncio.sleep(0.5)
+    pytest.fail(f"{len(pending)} keys never succeeded after the restart")
+
+
+def _stored(database: Path) -> tuple[dict[str, int], dict[str, int]]:
+    with sqlite3.connect(database) as conn:
+        cases = dict(conn.execute("SELECT title, COUNT(*) FROM cases GROUP BY title").fetchall())
+        events = dict(
+            conn.execute(
+                "SELECT aggregate_id, COUNT(*) FROM outbox "
+                "WHERE event_type = 'case.created' GROUP BY aggregate_id"
+            ).fetchall()
+        )
+    return cases, events
+
+
+async def _run(tmp_path: Path, requests: int, kills: int) -> dict[str, int]:
+    database = tmp_path / "seawall.db"
+    keys = [str(uuid.uuid4()) for _ in range(requests)]
+    acknowledged: dict[str, str] = {}
+    before_kill: dict[str, str] = {}
+    port = free_port()
+    settings = {
+        "SEAWALL_DATABASE_URL": f"sqlite:///{database}",
+        "SEAWALL_IDEMPOTENCY_LOCK_SECONDS": "1",
+    }
+    chunks = [keys[i::kills] for i in range(kills)]
+    for number, chunk in enumerate(chunks):
+        run_dir = tmp_path / f"run-{number}"
+        run_dir.mkdir()
+        with seawall_serve(run_dir, port=port, **settings) as server:
+            server.wait_until_ready()
+            kill_after = len(acknowledged) + random.randint(len(chunk) // 5, len(chunk) // 2)
+            await _load(server, chunk, acknowledged, kill_after)
+            assert server.process.wait(timeout=15) == -signal.SIGKILL
+        before_kill.update(acknowledged)
+    in_doubt = requests - len(acknowledged)
+    REPLAYED.clear()
+    with seawall_serve(tmp_path, port=port, **settings) as server:
+        server.wait_until_ready()
+        retries = await _settle(server, keys, acknowledged)
+        committed_unanswered = len(REPLAYED)
+        async with httpx.AsyncClient(base_url=server.base_url, timeout=10.0) as client:
+            for key, case_id in before_kill.items():
+                replay = await _create(client, key)
+                assert replay == case_id, f"key {key} now answers another case"
+        server.stop()
+
+    cases, events = _stored(database)
+    assert len(cases) == requests
+    assert set(cases.values()) == {1}, "a key created more than one case"
+    assert set(events.values()) == {1}, "a case has more than one case.created event"
+    assert set(events) == set(acknowledged.values())
+    figures = {
+        "requests": requests,
+        "kills": kills,
+        "acknowledged_before_kills": len(before_kill),
+        "in_doubt": in_doubt,
+        "retries": retries,
+        "committed_but_unanswered": committed_unanswered,
+        "lost": requests - len(cases),
+        "duplicated": sum(count - 1 for count in cases.values()),
+    }
+    print(f"\nreliability: {figures}")
+    return figures
+
+
+async def test_a_killed_server_loses_no_acknowledged_case_and_doubles_none(
+    tmp_path: Path,
+) -> None:
+    figures = await _run(tmp_path, requests=200, kills=1)
+
+    assert figures["lost"] == 0
+    assert figures["duplicated"] == 0
+
+
+@pytest.mark.slow
+async def test_repeated_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -> None:
+    figures = await _run(tmp_path, requests=3000, kills=5)
+
+    assert figures["lost"] == 0
+    assert figures["duplicated"] == 0
