@@ -72,6 +72,18 @@ def postgres_url() -> Iterator[str]:
     asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
+@pytest.fixture
+def fresh_postgres_url() -> Iterator[str]:
+    """An empty PostgreSQL database of this test's own (not migrated), dropped afterwards."""
+    name = f"seawall_test_{uuid.uuid4().hex[:10]}"
+    try:
+        asyncio.run(_admin(POSTGRES_URL, f'CREATE DATABASE "{name}"'))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        need_service("PostgreSQL", f"{POSTGRES_URL}: {type(exc).__name__}: {exc}")
+    yield _with_database(POSTGRES_URL, name)
+    asyncio.run(_admin(POSTGRES_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture(scope="session")
 def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A migrated SQLite file that each test copies (faster than migrating per test)."""

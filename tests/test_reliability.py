@@ -17,13 +17,15 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
-import sqlite3
 import uuid
 from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
+from seawall import db as tables
+from seawall.db import Database
 from tests.live_server import Server, free_port, seawall_serve
 
 CONCURRENCY = 16
@@ -96,26 +98,34 @@ async def _settle(server: Server, keys: list[str], acknowledged: dict[str, str])
     pytest.fail(f"{len(pending)} keys never succeeded after the restart")
 
 
-def _stored(database: Path) -> tuple[dict[str, int], dict[str, int]]:
-    with sqlite3.connect(database) as conn:
-        cases = dict(conn.execute("SELECT title, COUNT(*) FROM cases GROUP BY title").fetchall())
-        events = dict(
-            conn.execute(
-                "SELECT aggregate_id, COUNT(*) FROM outbox "
-                "WHERE event_type = 'case.created' GROUP BY aggregate_id"
-            ).fetchall()
-        )
+async def _stored(url: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Cases per title (one title per key) and case.created events per case."""
+    cases_per_title = sa.select(tables.cases.c.title, sa.func.count()).group_by(
+        tables.cases.c.title
+    )
+    events_per_case = (
+        sa.select(tables.outbox.c.aggregate_id, sa.func.count())
+        .where(tables.outbox.c.event_type == "case.created")
+        .group_by(tables.outbox.c.aggregate_id)
+    )
+    database = Database(url)
+    try:
+        async with database.sessions() as session:
+            cases = dict((await session.execute(cases_per_title)).all())
+            events = dict((await session.execute(events_per_case)).all())
+    finally:
+        await database.dispose()
     return cases, events
 
 
-async def _run(tmp_path: Path, requests: int, kills: int) -> dict[str, int]:
-    database = tmp_path / "seawall.db"
+async def _run(tmp_path: Path, url: str, requests: int, kills: int) -> dict[str, int]:
     keys = [str(uuid.uuid4()) for _ in range(requests)]
     acknowledged: dict[str, str] = {}
     before_kill: dict[str, str] = {}
     port = free_port()
     settings = {
-        "SEAWALL_DATABASE_URL": f"sqlite:///{database}",
+        "SEAWALL_DATABASE_URL": url,
+        "SEAWALL_AUTO_MIGRATE": "true",
         "SEAWALL_IDEMPOTENCY_LOCK_SECONDS": "1",
     }
     chunks = [keys[i::kills] for i in range(kills)]
@@ -140,7 +150,7 @@ async def _run(tmp_path: Path, requests: int, kills: int) -> dict[str, int]:
                 assert replay == case_id, f"key {key} now answers another case"
         server.stop()
 
-    cases, events = _stored(database)
+    cases, events = await _stored(url)
     assert len(cases) == requests
     assert set(cases.values()) == {1}, "a key created more than one case"
     assert set(events.values()) == {1}, "a case has more than one case.created event"
@@ -155,22 +165,33 @@ async def _run(tmp_path: Path, requests: int, kills: int) -> dict[str, int]:
         "lost": requests - len(cases),
         "duplicated": sum(count - 1 for count in cases.values()),
     }
-    print(f"\nreliability: {figures}")
+    print(f"\nreliability ({url.split(':', 1)[0]}): {figures}")
     return figures
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database the killed servers share: a SQLite file, or PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/seawall.db"
+    url: str = request.getfixturevalue("fresh_postgres_url")
+    return url
+
+
 async def test_a_killed_server_loses_no_acknowledged_case_and_doubles_none(
-    tmp_path: Path,
+    tmp_path: Path, database_url: str
 ) -> None:
-    figures = await _run(tmp_path, requests=200, kills=1)
+    figures = await _run(tmp_path, database_url, requests=200, kills=1)
 
     assert figures["lost"] == 0
     assert figures["duplicated"] == 0
 
 
 @pytest.mark.slow
-async def test_repeated_kills_under_load_lose_nothing_and_double_nothing(tmp_path: Path) -> None:
-    figures = await _run(tmp_path, requests=3000, kills=5)
+async def test_repeated_kills_under_load_lose_nothing_and_double_nothing(
+    tmp_path: Path, database_url: str
+) -> None:
+    figures = await _run(tmp_path, database_url, requests=3000, kills=5)
 
     assert figures["lost"] == 0
     assert figures["duplicated"] == 0
