@@ -3,7 +3,13 @@
 The correlation id of the current unit of work (an HTTP request, a consumed
 message) lives in a context variable: every log line carries it, outgoing calls
 and outbox events read it, and nobody passes it by hand.
+
+The resilience subscribers load on first use: they bring in ``prometheus_client``
+and `seawall.resilience`, which settings and the database layer (importers of
+`mask_url`) must not pay for.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from seawall.observability._correlation import (
     CAUSATION_HEADER,
@@ -15,11 +21,24 @@ from seawall.observability._correlation import (
     valid_correlation_id,
 )
 from seawall.observability._logging import configure_logging, mask_url, redact
-from seawall.observability._resilience import (
-    PrometheusSubscriber,
-    StructlogSubscriber,
-    observe_resilience,
-)
+
+if TYPE_CHECKING:
+    from seawall.observability._resilience import (
+        PrometheusSubscriber,
+        StructlogSubscriber,
+        observe_resilience,
+    )
+
+_LAZY = frozenset({"PrometheusSubscriber", "StructlogSubscriber", "observe_resilience"})
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        from seawall.observability import _resilience  # noqa: PLC0415 - loaded on first use
+
+        return getattr(_resilience, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "CAUSATION_HEADER",
