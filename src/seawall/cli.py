@@ -1,23 +1,28 @@
-"""The ``seawall`` command line: serve, migrate, config show, version."""
+"""The ``seawall`` command line: serve, relay, worker, dlq, outbox, migrate, config, version."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
 import sys
+from collections.abc import Awaitable, Callable
 from types import FrameType
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy.exc import SQLAlchemyError
 
 import seawall
 from seawall.config import LogLevel, Settings, load_settings
 from seawall.db import Database, current_revision, head_revision, migrate
 from seawall.errors import ConfigurationError, DatabaseError
 from seawall.observability import configure_logging
+
+T = TypeVar("T")
 
 app = typer.Typer(
     name="seawall",
@@ -30,6 +35,13 @@ app = typer.Typer(
 )
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+dlq_app = typer.Typer(
+    help="Dead letters: messages a consumer gave up on. List, show, replay, purge.",
+    no_args_is_help=True,
+)
+app.add_typer(dlq_app, name="dlq")
+outbox_app = typer.Typer(help="The transactional outbox: lag, parked events.", no_args_is_help=True)
+app.add_typer(outbox_app, name="outbox")
 
 _err = Console(stderr=True)
 
@@ -107,6 +119,214 @@ def migrate_command() -> None:
     except DatabaseError as exc:
         _fail(str(exc), code=1)
     typer.echo(f"database is at revision {revision} (newest: {head_revision()})")
+
+
+def _database(settings: Settings) -> Database:
+    return Database(
+        settings.database_url.get_secret_value(),
+        pool_size=settings.database_pool_size,
+        timeout=settings.database_timeout_seconds,
+    )
+
+
+def _run_messaging(*, relay: bool, worker: bool) -> None:
+    from seawall.messaging import Messaging  # noqa: PLC0415 - keeps other commands fast
+
+    settings = _settings()
+    configure_logging(settings.log_level)
+    if settings.nats_url is None:
+        _fail(
+            "SEAWALL_NATS_URL is not set: on the embedded default the relay and the "
+            "consumers run inside `seawall serve`"
+        )
+
+    async def run() -> None:
+        database = _database(settings)
+        try:
+            from seawall.app._factory import _require_schema  # noqa: PLC0415
+
+            await _require_schema(database)
+            messaging = Messaging(settings, database, relay=relay, worker=worker)
+            main = asyncio.current_task()
+            assert main is not None
+            loop = asyncio.get_running_loop()
+            for signum in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(signum, main.cancel)
+            with contextlib.suppress(asyncio.CancelledError):
+                await messaging.run()
+        finally:
+            await database.dispose()
+
+    try:
+        asyncio.run(run())
+    except (ConfigurationError, DatabaseError) as exc:
+        _fail(str(exc), code=2 if isinstance(exc, ConfigurationError) else 1)
+
+
+@app.command()
+def relay() -> None:
+    """Publish outbox events to NATS JetStream until stopped (needs SEAWALL_NATS_URL).
+
+    Any number of relays may run against one PostgreSQL database.
+    """
+    _run_messaging(relay=True, worker=False)
+
+
+@app.command()
+def worker() -> None:
+    """Run the consumers of SEAWALL_CONSUMER_MODULES until stopped (needs SEAWALL_NATS_URL).
+
+    Workers with the same consumers share the work; each consumer group gets every event.
+    """
+    _run_messaging(relay=False, worker=True)
+
+
+def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
+    settings = _settings()
+    configure_logging(settings.log_level, stream=sys.stderr)
+
+    async def run() -> T:
+        database = _database(settings)
+        try:
+            return await work(database)
+        finally:
+            await database.dispose()
+
+    try:
+        return asyncio.run(run())
+    except DatabaseError as exc:
+        _fail(str(exc), code=1)
+    except SQLAlchemyError as exc:
+        _fail(f"database error ({type(exc).__name__}); is the schema migrated?", code=1)
+
+
+_STATES = ("dead", "replay", "replayed", "all")
+
+
+@dlq_app.command("list")
+def dlq_list(
+    consumer: Annotated[str | None, typer.Option(help="Only this consumer group.")] = None,
+    state: Annotated[str, typer.Option(help="dead, replay (requested), replayed or all.")] = "dead",
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List dead letters, newest first."""
+    from seawall.messaging import DeadLetters  # noqa: PLC0415
+
+    if state not in _STATES:
+        _fail(f"--state must be one of {', '.join(_STATES)}")
+    chosen: Any = None if state == "all" else state
+    letters = _with_database(
+        lambda db: DeadLetters(db).list(consumer=consumer, state=chosen, limit=limit)
+    )
+    if as_json:
+        for letter in letters:
+            typer.echo(json.dumps(letter.summary()))
+        return
+    table = Table("id", "consumer", "event type", "state", "attempts", "error", "updated")
+    for letter in letters:
+        table.add_row(
+            str(letter.id),
+            letter.consumer,
+            letter.event_type or "-",
+            letter.state,
+            str(letter.attempts),
+            letter.error[:60],
+            letter.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
+        )
+    Console().print(table)
+    if not letters:
+        typer.echo("no dead letters")
+
+
+@dlq_app.command("show")
+def dlq_show(dead_letter_id: Annotated[int, typer.Argument(help="The dead letter's id.")]) -> None:
+    """Print one dead letter as JSON: body, error and the history of attempts."""
+    from seawall.messaging import DeadLetters  # noqa: PLC0415
+
+    letter = _with_database(lambda db: DeadLetters(db).get(dead_letter_id))
+    if letter is None:
+        _fail(f"no dead letter {dead_letter_id}", code=1)
+    try:
+        body: Any = json.loads(letter.body)
+    except ValueError:
+        body = letter.body
+    view = {**letter.summary(), "subject": letter.subject, "body": body}
+    view["history"] = letter.history
+    view["created_at"] = letter.created_at.isoformat()
+    typer.echo(json.dumps(view, indent=2))
+
+
+def _selection(ids: list[int] | None, consumer: str | None, everything: bool) -> None:
+    if not ids and consumer is None and not everything:
+        _fail("name dead letter ids, or --consumer NAME, or --all")
+
+
+@dlq_app.command("replay")
+def dlq_replay(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    consumer: Annotated[str | None, typer.Option(help="Every dead letter of this group.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+) -> None:
+    """Hand dead letters back to their consumer (a running worker replays them, once)."""
+    from seawall.messaging import DeadLetters  # noqa: PLC0415
+
+    _selection(ids, consumer, everything)
+    count = _with_database(
+        lambda db: DeadLetters(db).request_replay(ids or None, consumer=consumer)
+    )
+    typer.echo(f"{count} dead letter(s) queued for replay")
+
+
+@dlq_app.command("purge")
+def dlq_purge(
+    ids: Annotated[list[int] | None, typer.Argument(help="Dead letter ids.")] = None,
+    consumer: Annotated[str | None, typer.Option(help="Every dead letter of this group.")] = None,
+    everything: Annotated[bool, typer.Option("--all", help="Every dead letter.")] = False,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    from seawall.messaging import DeadLetters  # noqa: PLC0415
+
+    _selection(ids, consumer, everything)
+    if not yes and not typer.confirm("Delete these dead letters for good?"):
+        raise typer.Exit(1)
+    count = _with_database(lambda db: DeadLetters(db).purge(ids or None, consumer=consumer))
+    typer.echo(f"{count} dead letter(s) purged")
+
+
+@outbox_app.command("status")
+def outbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Show the outbox lag: pending rows, the oldest one's age, retrying and parked rows."""
+    from seawall.messaging import outbox_lag  # noqa: PLC0415
+
+    lag = _with_database(outbox_lag)
+    view = {
+        "pending": lag.pending,
+        "oldest_age_seconds": round(lag.oldest_age_seconds, 3),
+        "retrying": lag.retrying,
+        "parked": lag.parked,
+    }
+    if as_json:
+        typer.echo(json.dumps(view))
+        return
+    table = Table("measure", "value", title="outbox")
+    for key, value in view.items():
+        table.add_row(key, str(value))
+    Console().print(table)
+
+
+@outbox_app.command("requeue")
+def outbox_requeue(
+    seqs: Annotated[list[int] | None, typer.Argument(help="Sequence numbers; all if none.")] = None,
+) -> None:
+    """Put parked outbox events (refused by the broker) back in line for the relay."""
+    from seawall.messaging import InProcessBus, OutboxRelay  # noqa: PLC0415
+
+    count = _with_database(lambda db: OutboxRelay(db, InProcessBus()).requeue(seqs or None))
+    typer.echo(f"{count} event(s) requeued")
 
 
 @config_app.command("show")

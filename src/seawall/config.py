@@ -15,12 +15,13 @@ This is the only module of seawall that reads ``os.environ``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from seawall.errors import ConfigurationError
 from seawall.observability import mask_url
@@ -93,6 +94,42 @@ class Settings(BaseSettings):
     database_timeout_seconds: Annotated[float, Field(gt=0, le=300)] = Field(
         default=5.0, description="Time to wait for a connection or a locked SQLite database."
     )
+    relay: bool = Field(default=True, description="Run the outbox relay inside `seawall serve`.")
+    worker: bool = Field(
+        default=True, description="Run the event consumers inside `seawall serve`."
+    )
+    consumer_modules: Annotated[list[str], NoDecode] = Field(
+        default=["seawall.app.consumers"],
+        description="Modules whose @consumer handlers the worker runs (comma separated).",
+    )
+    nats_stream: str = Field(
+        default="SEAWALL",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="JetStream stream of the events (dead letters go to <name>_DLQ).",
+    )
+    relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
+        default=500, description="Outbox rows the relay claims per round."
+    )
+    relay_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=1.0, description="Seconds between outbox polls when nothing wakes the relay."
+    )
+    outbox_retention_hours: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
+        default=24.0, description="How long published outbox rows are kept."
+    )
+    inbox_retention_days: Annotated[float, Field(gt=0, le=365)] = Field(
+        default=7.0,
+        description="How long consumers remember processed message ids (the duplicate guard).",
+    )
+
+    @field_validator("consumer_modules", mode="before")
+    @classmethod
+    def _split_modules(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @field_validator("log_level", mode="before")
     @classmethod

@@ -12,6 +12,10 @@ as attributes and its message says what happened and what to do.
     │   ├── IdempotencyKeyInFlight  the first request with this key is still running
     │   ├── IdempotencyKeyMismatch  the key was used with a different request body
     │   └── IdempotencyClaimLost    this run's key was taken over; its work must roll back
+    ├── MessagingError              the bus, the relay or a consumer could not do its job
+    │   ├── PublishError            the broker did not take an event (``permanent`` or not)
+    │   ├── Unprocessable           a handler says a message can never succeed: dead-letter it
+    │   └── StreamMismatch          a stream exists with a configuration seawall did not ask for
     └── ResilienceError             a resilience policy refused or gave up on a call
         ├── CircuitOpenError        the circuit is open: the call was not attempted
         ├── RateLimitExceeded       no slot within the limit (and no waiting allowed)
@@ -36,12 +40,16 @@ __all__ = [
     "IdempotencyError",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyMismatch",
+    "MessagingError",
     "MigrationError",
+    "PublishError",
     "RateLimitExceeded",
     "ResilienceError",
     "RetryError",
     "SeawallError",
+    "StreamMismatch",
     "TimeoutExceeded",
+    "Unprocessable",
 ]
 
 
@@ -112,6 +120,50 @@ class IdempotencyClaimLost(IdempotencyError):  # noqa: N818 - leaves name the co
             "this request ran past the idempotency lock timeout and its key was taken "
             "over by a retry; nothing was saved, check the key's outcome and retry",
             key=key,
+        )
+
+
+class MessagingError(SeawallError):
+    """The bus, the outbox relay or a consumer could not do its job."""
+
+
+class PublishError(MessagingError):
+    """The broker did not take an event.
+
+    Attributes:
+        permanent: True when sending it again cannot help (too large, rejected by the
+            broker); the relay sets such an event aside instead of retrying it.
+        transient: the opposite of ``permanent``, read by `seawall.resilience.Retry`.
+    """
+
+    def __init__(self, reason: str, *, permanent: bool = False) -> None:
+        self.permanent = permanent
+        self.transient = not permanent
+        super().__init__(reason)
+
+
+class Unprocessable(MessagingError):  # noqa: N818 - leaves name the condition
+    """Raised by a consumer's handler: this message can never succeed, dead-letter it now.
+
+    Any other exception is retried up to the consumer's ``max_deliver`` attempts.
+    """
+
+
+class StreamMismatch(MessagingError):  # noqa: N818 - leaves name the condition
+    """A stream exists with settings other than the ones seawall needs; it is not changed.
+
+    Attributes:
+        stream: the stream's name.
+        differences: ``{setting: (found, wanted)}``.
+    """
+
+    def __init__(self, *, stream: str, differences: dict[str, tuple[object, object]]) -> None:
+        self.stream = stream
+        self.differences = differences
+        listed = "; ".join(f"{k}: found {f!r}, wanted {w!r}" for k, (f, w) in differences.items())
+        super().__init__(
+            f"stream {stream!r} exists with other settings ({listed}); "
+            "seawall does not change a stream: update or delete it yourself"
         )
 
 

@@ -19,14 +19,17 @@ import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects.postgresql import insert as pg_insert
-from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import Database, dialect_of, idempotency_keys
+from seawall.db import (
+    Database,
+    affected_rows,
+    dialect_of,
+    idempotency_keys,
+    insert_ignoring_conflicts,
+)
 from seawall.errors import IdempotencyClaimLost, IdempotencyKeyInFlight, IdempotencyKeyMismatch
 
 __all__ = [
@@ -137,7 +140,7 @@ class IdempotencyStore:
         claim = Claim(scope, key, secrets.token_hex(16))
         async with self._db.transaction() as session:
             inserted = await session.execute(
-                _insert_ignore(session, table).values(
+                insert_ignoring_conflicts(session, table).values(
                     scope=scope,
                     key=key,
                     request_hash=fingerprint,
@@ -148,7 +151,7 @@ class IdempotencyStore:
                     claim_token=claim.token,
                 )
             )
-            if _rowcount(inserted) == 1:
+            if affected_rows(inserted) == 1:
                 return claim
             where = sa.and_(table.c.scope == scope, table.c.key == key)
             select = sa.select(table).where(where)
@@ -208,7 +211,7 @@ class IdempotencyStore:
                 locked_until=None,
             )
         )
-        if _rowcount(result) != 1:
+        if affected_rows(result) != 1:
             raise IdempotencyClaimLost(key=claim.key)
 
     async def release(self, claim: Claim) -> None:
@@ -253,13 +256,3 @@ class IdempotencyStore:
             if len(doomed) < batch_size:
                 break
         return removed
-
-
-def _insert_ignore(session: AsyncSession, table: sa.Table) -> Any:
-    if dialect_of(session) == "postgresql":
-        return pg_insert(table).on_conflict_do_nothing()
-    return sqlite_insert(table).on_conflict_do_nothing()
-
-
-def _rowcount(result: Any) -> int:
-    return int(result.rowcount)

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.app import _repository as repo
 from seawall.app._domain import (
+    ActivityList,
     Case,
     CaseCreate,
     CaseList,
@@ -182,6 +183,30 @@ async def read_case(request: Request, case_id: CaseId) -> Response:
     if request.headers.get("if-none-match") == case.etag:
         return Response(status_code=304, headers={"ETag": case.etag})
     return _case_response(case)
+
+
+@router.get(
+    "/cases/{case_id}/activity",
+    response_model=ActivityList,
+    responses={404: _PROBLEM},
+    summary="Read a case's timeline",
+)
+async def read_activity(
+    request: Request,
+    case_id: CaseId,
+    limit: Annotated[int, Query(ge=1, le=500, description="Lines to return.")] = 100,
+) -> ActivityList:
+    """Return the case's events as recorded by its consumer, oldest first.
+
+    The timeline is written asynchronously (outbox, relay, bus, consumer), so a
+    change shows up here shortly after the request that made it.
+    """
+    state = ServiceState.of(request)
+    async with state.database.sessions() as session:
+        if await repo.get_case(session, case_id) is None:
+            raise _not_found(case_id)
+        lines = await repo.case_activity_of(session, case_id, limit=limit)
+    return ActivityList(data=lines)
 
 
 def _matches(if_match: str, etag: str) -> bool:

@@ -183,3 +183,20 @@ class CaseList(BaseModel):
 
     data: list[Case]
     pagination: PagePagination | CursorPagination
+
+
+class Activity(BaseModel):
+    """One line of a case's timeline, written by the ``activity__from_cases`` consumer."""
+
+    event_id: str
+    type: str
+    summary: str
+    occurred_at: datetime
+    recorded_at: datetime
+    correlation_id: str | None = None
+
+
+class ActivityList(BaseModel):
+    """A case's timeline, oldest first."""
+
+    data: list[Activity]

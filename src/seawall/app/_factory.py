@@ -20,6 +20,7 @@ from seawall.config import Settings, load_settings
 from seawall.db import Database, current_revision, head_revision, migrate
 from seawall.errors import DatabaseError
 from seawall.idempotency import IdempotencyStore
+from seawall.messaging import Messaging
 
 log = structlog.get_logger("seawall.app")
 
@@ -65,12 +66,26 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                 ttl=settings.idempotency_ttl_seconds,
                 lock_timeout=settings.idempotency_lock_seconds,
             )
-            app.state.seawall = ServiceState(settings=settings, database=db, idempotency=store)
+            messaging = None
+            if settings.relay or settings.worker:
+                messaging = Messaging(settings, db, relay=settings.relay, worker=settings.worker)
+            app.state.seawall = ServiceState(
+                settings=settings, database=db, idempotency=store, messaging=messaging
+            )
             purger = asyncio.create_task(_purge_forever(store), name="seawall-idempotency-purge")
-            log.info("service_started", version=seawall.__version__, database=repr(db))
+            if messaging is not None:
+                await messaging.start()
+            log.info(
+                "service_started",
+                version=seawall.__version__,
+                database=repr(db),
+                messaging=repr(messaging),
+            )
             try:
                 yield
             finally:
+                if messaging is not None:
+                    await messaging.stop()
                 purger.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await purger

@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.app._domain import Case, CaseCreate, Priority, Status
-from seawall.db import cases, dialect_of
+from seawall.app._domain import Activity, Case, CaseCreate, Priority, Status
+from seawall.db import case_activity, cases, dialect_of
 
 _ORDER = (cases.c.created_at.desc(), cases.c.id.desc())
 
@@ -153,3 +153,26 @@ def decode_cursor(token: str) -> tuple[datetime, str]:
     if not isinstance(case_id, str) or "\x00" in case_id or in_utc is None:
         raise ValueError("cursor is not one this API returned")
     return in_utc, case_id
+
+
+async def case_activity_of(session: AsyncSession, case_id: str, *, limit: int) -> list[Activity]:
+    """Return the first *limit* timeline lines of *case_id*, oldest first."""
+    rows = (
+        await session.execute(
+            sa.select(case_activity)
+            .where(case_activity.c.case_id == case_id)
+            .order_by(case_activity.c.occurred_at, case_activity.c.id)
+            .limit(limit)
+        )
+    ).mappings()
+    return [
+        Activity(
+            event_id=row["event_id"],
+            type=row["event_type"],
+            summary=row["summary"],
+            occurred_at=row["occurred_at"],
+            recorded_at=row["recorded_at"],
+            correlation_id=row["correlation_id"],
+        )
+        for row in rows
+    ]

@@ -9,6 +9,7 @@ from fastapi import Request
 from seawall.config import Settings
 from seawall.db import Database
 from seawall.idempotency import IdempotencyStore
+from seawall.messaging import Messaging
 
 
 @dataclass(slots=True)
@@ -18,6 +19,7 @@ class ServiceState:
     settings: Settings
     database: Database
     idempotency: IdempotencyStore
+    messaging: Messaging | None = None
 
     @staticmethod
     def of(request: Request) -> ServiceState:

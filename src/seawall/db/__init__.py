@@ -5,12 +5,22 @@ Plain ``sqlite://`` and ``postgresql://`` URLs get their async driver added.
 Migrations are Alembic revisions shipped inside the package; `migrate` applies them.
 """
 
-from seawall.db._database import Database, dialect_of, normalize_url
+from seawall.db._database import (
+    Database,
+    affected_rows,
+    dialect_of,
+    insert_ignoring_conflicts,
+    normalize_url,
+)
 from seawall.db._migrate import current_revision, head_revision, migrate
 from seawall.db._tables import (
     UTCDateTime,
+    case_activity,
     cases,
+    dead_letters,
     idempotency_keys,
+    inbox,
+    leases,
     metadata,
     outbox,
 )
@@ -18,11 +28,17 @@ from seawall.db._tables import (
 __all__ = [
     "Database",
     "UTCDateTime",
+    "affected_rows",
+    "case_activity",
     "cases",
     "current_revision",
+    "dead_letters",
     "dialect_of",
     "head_revision",
     "idempotency_keys",
+    "inbox",
+    "insert_ignoring_conflicts",
+    "leases",
     "metadata",
     "migrate",
     "normalize_url",

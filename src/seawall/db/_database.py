@@ -10,6 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
@@ -54,6 +56,18 @@ def normalize_url(url: str) -> str:
 def dialect_of(session: AsyncSession) -> str:
     """Return the backend name of *session*'s connection (``sqlite`` or ``postgresql``)."""
     return session.get_bind().dialect.name
+
+
+def insert_ignoring_conflicts(session: AsyncSession, table: sa.Table) -> Any:
+    """Return ``INSERT ... ON CONFLICT DO NOTHING`` into *table* for *session*'s backend."""
+    if dialect_of(session) == "postgresql":
+        return pg_insert(table).on_conflict_do_nothing()
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
+def affected_rows(result: Any) -> int:
+    """Return how many rows an INSERT, UPDATE or DELETE result touched."""
+    return int(result.rowcount)
 
 
 class Database:

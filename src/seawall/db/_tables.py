@@ -95,6 +95,9 @@ outbox = sa.Table(
     sa.Column("attempts", sa.Integer(), nullable=False, server_default="0"),
     sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
     sa.Column("last_error", sa.Text(), nullable=True),
+    # Set when the broker refused the event for good (too large, rejected): the relay
+    # passes over it, an operator can requeue it.
+    sa.Column("parked_at", UTCDateTime(), nullable=True),
     sa.Index("ix_outbox_published_at_seq", "published_at", "seq"),
     sa.Index("ix_outbox_aggregate_type_aggregate_id_seq", "aggregate_type", "aggregate_id", "seq"),
 )
@@ -117,4 +120,64 @@ idempotency_keys = sa.Table(
     sa.Column("claim_token", sa.String(32), nullable=True),
     sa.CheckConstraint("state IN ('in_flight', 'completed')", name="state"),
     sa.Index("ix_idempotency_keys_expires_at", "expires_at"),
+)
+
+inbox = sa.Table(
+    "inbox",
+    metadata,
+    # One row per (consumer group, message) that a handler committed: the idempotent
+    # consumer's memory. A redelivery finds its row and is acknowledged unprocessed.
+    sa.Column("consumer", sa.String(200), primary_key=True),
+    sa.Column("message_id", sa.String(200), primary_key=True),
+    sa.Column("processed_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_inbox_processed_at", "processed_at"),
+)
+
+dead_letters = sa.Table(
+    "dead_letters",
+    metadata,
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("consumer", sa.String(200), nullable=False),
+    sa.Column("message_id", sa.String(200), nullable=False),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("event_type", sa.String(200), nullable=True),
+    # The message exactly as it was delivered (the CloudEvents JSON), so a replay
+    # hands the handler the same bytes.
+    sa.Column("body", sa.Text(), nullable=False),
+    sa.Column("error", sa.Text(), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    # [{"attempt": n, "at": iso time, "error": text}, ...], oldest first.
+    sa.Column("history", sa.JSON(), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+    sa.Column("replayed_at", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("state IN ('dead', 'replay', 'replayed')", name="state"),
+    sa.UniqueConstraint("consumer", "message_id"),
+    sa.Index("ix_dead_letters_state_consumer", "state", "consumer"),
+)
+
+leases = sa.Table(
+    "leases",
+    metadata,
+    # A named, expiring lock held by one process (the SQLite relay, the purges).
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("holder", sa.String(100), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+)
+
+case_activity = sa.Table(
+    "case_activity",
+    metadata,
+    # The cases service's own consumer (``activity__from_cases``) writes one row per
+    # case event it handles: the timeline behind ``GET /cases/{id}/activity``.
+    sa.Column("id", BigIntId, primary_key=True, autoincrement=True),
+    sa.Column("case_id", sa.String(200), nullable=False),
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("event_type", sa.String(200), nullable=False),
+    sa.Column("summary", sa.String(500), nullable=False),
+    sa.Column("correlation_id", sa.String(128), nullable=True),
+    sa.Column("occurred_at", UTCDateTime(), nullable=False),
+    sa.Column("recorded_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_case_activity_case_id_occurred_at", "case_id", "occurred_at"),
 )

@@ -12,6 +12,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from seawall.observability import current_causation_id, current_correlation_id
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
+_TOKEN_JUNK = re.compile(r"[^a-z0-9_-]+")
+
+SUBJECT_PREFIX = "seawall"
 
 
 class Event(BaseModel):
@@ -87,3 +90,33 @@ class Event(BaseModel):
     def aggregate_type(self) -> str:
         """The aggregate kind: the first segment of the type (``case`` for ``case.created``)."""
         return self.type.split(".", 1)[0]
+
+
+def context_of(source: str) -> str:
+    """Return the bounded context named by an event *source*: its last path segment.
+
+    ``/seawall/cases`` gives ``cases``; anything outside ``[a-z0-9_-]`` becomes ``_``,
+    so the result is always one valid NATS subject token.
+    """
+    segment = next((part for part in reversed(source.lower().split("/")) if part), "")
+    return _TOKEN_JUNK.sub("_", segment).strip("_") or "default"
+
+
+def subject_for(event: Event, *, prefix: str = SUBJECT_PREFIX) -> str:
+    """Return the bus subject of *event*: ``<prefix>.<context>.<type>``.
+
+    ``case.created`` from ``/seawall/cases`` goes to ``seawall.cases.case.created``.
+    """
+    return f"{prefix}.{context_of(event.source)}.{event.type}"
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """Match *subject* against a NATS subject *pattern* (``*`` one token, ``>`` the rest)."""
+    wanted = pattern.split(".")
+    tokens = subject.split(".")
+    for index, part in enumerate(wanted):
+        if part == ">":
+            return len(tokens) > index
+        if index >= len(tokens) or (part != "*" and part != tokens[index]):
+            return False
+    return len(tokens) == len(wanted)

@@ -8,6 +8,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import outbox as outbox_table
+from seawall.messaging import _wakeup
 from seawall.messaging._event import Event
 
 
@@ -61,6 +62,7 @@ class Outbox:
                 attempts=0,
             )
         )
+        _wakeup.mark(session.sync_session)
 
     @staticmethod
     def envelope(row: sa.RowMapping) -> Event:

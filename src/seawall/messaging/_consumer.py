@@ -1,0 +1,474 @@
+"""Consumers: `@consumer` handlers run by a `Worker`, once per event through the inbox."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import random
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+import sqlalchemy as sa
+import structlog
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from seawall.db import (
+    Database,
+    affected_rows,
+    dead_letters,
+    inbox,
+    insert_ignoring_conflicts,
+    outbox,
+)
+from seawall.errors import DatabaseError, Unprocessable
+from seawall.messaging._bus import Bus, Delivery, InProcessBus, check_durable, check_subjects
+from seawall.messaging._dead_letters import DeadLetters
+from seawall.messaging._event import SUBJECT_PREFIX, Event, subject_matches
+from seawall.messaging._relay import _SELECTED, outbox_message
+from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
+from seawall.observability import bind_correlation, new_correlation_id, valid_correlation_id
+
+log = structlog.get_logger("seawall.messaging")
+
+EventHandler = Callable[[Event, AsyncSession], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class Consumer:
+    """A handler bound to a consumer group.
+
+    Attributes:
+        durable: the group's name. Instances with one name share the work;
+            different names each get every event.
+        subjects: subject patterns, e.g. ``seawall.cases.>``.
+        handler: ``async def handler(event, session)``; its writes commit with the
+            inbox row in one transaction.
+        max_deliver: attempts before the message is dead-lettered.
+        concurrency: messages handled at once per process.
+        ack_wait: seconds before an unacknowledged delivery is redelivered (the
+            worker pushes it back while a handler is still running).
+        retry_base: delay before the first redelivery, in seconds; doubles per attempt.
+        retry_max: longest delay between attempts, in seconds.
+    """
+
+    durable: str
+    subjects: tuple[str, ...]
+    handler: EventHandler
+    max_deliver: int = 5
+    concurrency: int = 8
+    ack_wait: float = 30.0
+    retry_base: float = 1.0
+    retry_max: float = 300.0
+
+    def __post_init__(self) -> None:
+        check_durable(self.durable)
+        check_subjects(self.subjects)
+        if self.max_deliver < 1 or self.concurrency < 1:
+            raise ValueError("max_deliver and concurrency must be at least 1")
+
+    def backoff(self, attempt: int) -> float:
+        """Delay before redelivering after failed attempt *attempt*: exponential, jittered."""
+        ceiling = min(self.retry_max, self.retry_base * 2 ** min(attempt - 1, 30))
+        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
+
+    def wants(self, subject: str) -> bool:
+        """Whether *subject* matches one of this consumer's patterns."""
+        return any(subject_matches(pattern, subject) for pattern in self.subjects)
+
+
+class ConsumerRegistry:
+    """A set of consumers, keyed by durable name; `consumer` is its decorator."""
+
+    def __init__(self) -> None:
+        self._consumers: dict[str, Consumer] = {}
+
+    def __iter__(self) -> Iterator[Consumer]:
+        return iter(list(self._consumers.values()))
+
+    def __len__(self) -> int:
+        return len(self._consumers)
+
+    def add(self, consumer: Consumer) -> Consumer:
+        """Register *consumer*; a durable name can be registered once."""
+        if consumer.durable in self._consumers:
+            raise ValueError(f"a consumer named {consumer.durable!r} is already registered")
+        self._consumers[consumer.durable] = consumer
+        return consumer
+
+    def consumer(
+        self,
+        *,
+        durable: str,
+        subjects: Sequence[str],
+        max_deliver: int = 5,
+        concurrency: int = 8,
+        ack_wait: float = 30.0,
+        retry_base: float = 1.0,
+        retry_max: float = 300.0,
+    ) -> Callable[[EventHandler], EventHandler]:
+        """Register the decorated ``async def handler(event, session)``; see `Consumer`."""
+
+        def register(handler: EventHandler) -> EventHandler:
+            self.add(
+                Consumer(
+                    durable=durable,
+                    subjects=tuple(subjects),
+                    handler=handler,
+                    max_deliver=max_deliver,
+                    concurrency=concurrency,
+                    ack_wait=ack_wait,
+                    retry_base=retry_base,
+                    retry_max=retry_max,
+                )
+            )
+            return handler
+
+        return register
+
+
+#: The registry `consumer` adds to and `Worker` runs by default.
+registry = ConsumerRegistry()
+consumer = registry.consumer
+
+
+async def record_in_inbox(session: AsyncSession, consumer: str, message_id: str) -> bool:
+    """Insert the inbox row of (*consumer*, *message_id*) in *session*'s transaction.
+
+    Returns:
+        False when the row already exists: the message was processed before. On
+        PostgreSQL a concurrent insert of the same row waits for the other
+        transaction and then sees it.
+    """
+    result = await session.execute(
+        insert_ignoring_conflicts(session, inbox).values(
+            consumer=consumer, message_id=message_id, processed_at=datetime.now(UTC)
+        )
+    )
+    return affected_rows(result) > 0
+
+
+class Worker:
+    """Runs consumers on a bus: inbox, retries with delay, dead letters, replays, purges.
+
+    For each delivery, the handler's writes and the inbox row ``(durable, event id)``
+    commit in one transaction, and the delivery is acknowledged only after that
+    commit. A delivery whose inbox row exists is acknowledged without running the
+    handler. A failed attempt is redelivered after an exponential, jittered delay;
+    after ``max_deliver`` attempts (or at once on `Unprocessable`, or for a body
+    that is not an envelope) the message is written to ``dead_letters`` and
+    terminated. Handlers run with the event's correlation id and with the event
+    as the cause, so events they emit carry ``causationid`` = the event's id.
+
+    On `InProcessBus`, whose queues do not survive the process, `start` first
+    hands each group the published events its inbox and dead letters do not know.
+
+    Args:
+        database: where the inbox, the handlers' data and the dead letters live.
+        bus: where messages come from.
+        consumers: what to run; the default registry by default.
+        inbox_retention: how long inbox rows are kept (the duplicate guard's memory).
+        replay_poll: seconds between looks for replay requests.
+        purge_interval: seconds between inbox purges; 0 disables them.
+        subject_prefix: the relay's subject prefix (for the in-process recovery).
+    """
+
+    def __init__(
+        self,
+        database: Database,
+        bus: Bus,
+        consumers: Iterable[Consumer] = registry,
+        *,
+        inbox_retention: timedelta = timedelta(days=7),
+        replay_poll: float = 1.0,
+        purge_interval: float = 3600.0,
+        subject_prefix: str = SUBJECT_PREFIX,
+    ) -> None:
+        self._db = database
+        self._bus = bus
+        self.consumers = {c.durable: c for c in consumers}
+        self.inbox_retention = inbox_retention
+        self.replay_poll = replay_poll
+        self.purge_interval = purge_interval
+        self.subject_prefix = subject_prefix
+        self.dead_letters = DeadLetters(database)
+        self._stopper = Stopper()
+
+    def __repr__(self) -> str:
+        return f"Worker({sorted(self.consumers)}, {self._bus!r})"
+
+    async def start(self) -> None:
+        """Subscribe every consumer (and, on `InProcessBus`, recover queued messages)."""
+        for spec in self.consumers.values():
+            await self._bus.subscribe(
+                spec.durable,
+                spec.subjects,
+                functools.partial(self.handle, spec),
+                concurrency=spec.concurrency,
+                ack_wait=spec.ack_wait,
+            )
+        if isinstance(self._bus, InProcessBus):
+            recovered = await self._recover(self._bus)
+            if recovered:
+                log.info("consumer_messages_recovered", count=recovered)
+        log.info("worker_started", consumers=sorted(self.consumers), bus=self._bus.kind)
+
+    async def run(self) -> None:
+        """`start`, then `serve` until cancelled."""
+        await self.start()
+        await self.serve()
+
+    async def serve(self) -> None:
+        """Serve replay requests and purge the inbox until `stop` (after `start`)."""
+        tasks = [asyncio.create_task(self._replay_forever(), name="seawall-dlq-replay")]
+        if self.purge_interval > 0:
+            tasks.append(asyncio.create_task(self._purge_forever(), name="seawall-inbox-purge"))
+        try:
+            await asyncio.gather(*tasks)
+        finally:
+            self._stopper.stop()
+            await finish(tasks, GRACE_SECONDS)
+
+    def stop(self) -> None:
+        """Ask `serve` to return after the replay or purge it is running."""
+        self._stopper.stop()
+
+    # -- one delivery -----------------------------------------------------------------
+
+    async def handle(self, spec: Consumer, delivery: Delivery) -> None:
+        """Process one delivery for *spec* and settle it (ack, delayed nak or dead letter)."""
+        try:
+            event = Event.model_validate_json(delivery.body)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
+            )
+            await self._give_up(spec, delivery, None, f"not a CloudEvents envelope: {problems}")
+            return
+        heartbeat = asyncio.create_task(self._heartbeat(delivery, spec.ack_wait))
+        try:
+            applied = await self.apply(spec, event)
+        except Unprocessable as exc:
+            await self._give_up(spec, delivery, event, f"unprocessable: {exc}")
+            return
+        except Exception as exc:
+            error = f"{type(exc).__name__}: {exc}"
+            if delivery.attempt >= spec.max_deliver:
+                await self._give_up(spec, delivery, event, error)
+                return
+            delay = spec.backoff(delivery.attempt)
+            log.warning(
+                "consumer_attempt_failed",
+                consumer=spec.durable,
+                event_id=event.id,
+                attempt=delivery.attempt,
+                retry_in=round(delay, 3),
+                error=type(exc).__name__,
+            )
+            await delivery.nak(delay)
+            return
+        finally:
+            heartbeat.cancel()
+        await delivery.ack()
+        if not applied:
+            log.debug("consumer_duplicate_skipped", consumer=spec.durable, event_id=event.id)
+
+    async def apply(self, spec: Consumer, event: Event) -> bool:
+        """Run *spec*'s handler for *event* with its inbox row, in one transaction.
+
+        Returns:
+            False when the inbox already had the event (nothing ran).
+        """
+
+        async def first_time(session: AsyncSession) -> bool:
+            return await record_in_inbox(session, spec.durable, event.id)
+
+        return await self._run(spec, event, first_time)
+
+    async def _run(self, spec: Consumer, event: Event, admit: _Hook) -> bool:
+        """Run the handler in one transaction after *admit* (which writes the inbox row)."""
+        correlation = event.correlationid
+        if correlation is None or not valid_correlation_id(correlation):
+            correlation = new_correlation_id()
+        causation = event.id if valid_correlation_id(event.id) else None
+        async with self._db.transaction() as session:
+            if not await admit(session):
+                return False
+            with bind_correlation(correlation, causation):
+                await spec.handler(event, session)
+        return True
+
+    async def _give_up(
+        self, spec: Consumer, delivery: Delivery, event: Event | None, error: str
+    ) -> None:
+        try:
+            async with self._db.transaction() as session:
+                await self.dead_letters.record(
+                    session,
+                    consumer=spec.durable,
+                    message_id=event.id if event else delivery.message_id,
+                    subject=delivery.subject,
+                    event_type=event.type if event else None,
+                    body=delivery.body.decode("utf-8", "replace"),
+                    error=error,
+                    attempt=delivery.attempt,
+                )
+        except (SQLAlchemyError, DatabaseError, OSError) as exc:
+            # Not recorded, so not given up: try again later.
+            log.warning("dead_letter_failed", consumer=spec.durable, error=type(exc).__name__)
+            await delivery.nak(spec.backoff(delivery.attempt))
+            return
+        log.error(
+            "consumer_dead_lettered",
+            consumer=spec.durable,
+            message_id=event.id if event else delivery.message_id,
+            attempts=delivery.attempt,
+            error=error[:300],
+        )
+        await self._bus.dead_letter(spec.durable, delivery, error)
+        await delivery.term()
+
+    @staticmethod
+    async def _heartbeat(delivery: Delivery, ack_wait: float) -> None:
+        while True:
+            await asyncio.sleep(max(0.5, ack_wait / 3))
+            with contextlib.suppress(Exception):
+                await delivery.in_progress()
+
+    # -- replays ---------------------------------------------------------------------
+
+    async def replay(self, dead_letter_id: int) -> bool:
+        """Hand a dead letter in state ``replay`` to its handler again, through the inbox.
+
+        The row turns ``replayed`` in the handler's transaction; if the handler
+        fails, it goes back to ``dead`` with one more attempt in its history.
+
+        Returns:
+            Whether this worker took the replay (False if another did, or it is
+            not waiting for one, or its consumer does not run here).
+        """
+        async with self._db.sessions() as session:
+            row = (
+                (
+                    await session.execute(
+                        sa.select(dead_letters).where(dead_letters.c.id == dead_letter_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None or row["state"] != "replay" or row["consumer"] not in self.consumers:
+            return False
+        spec = self.consumers[row["consumer"]]
+        taken = False
+
+        async def take(session: AsyncSession) -> bool:
+            nonlocal taken
+            now = datetime.now(UTC)
+            result = await session.execute(
+                dead_letters.update()
+                .where(dead_letters.c.id == dead_letter_id, dead_letters.c.state == "replay")
+                .values(state="replayed", replayed_at=now, updated_at=now)
+            )
+            taken = affected_rows(result) > 0
+            if taken and not await record_in_inbox(session, spec.durable, row["message_id"]):
+                return False  # processed meanwhile: the replay is done, nothing runs
+            return taken
+
+        try:
+            event = Event.model_validate_json(row["body"])
+            if event.id != row["message_id"]:
+                raise Unprocessable("the body's id does not match the dead letter's message id")
+            await self._run(spec, event, take)
+        except Exception as exc:
+            async with self._db.transaction() as session:
+                await self.dead_letters.record(
+                    session,
+                    consumer=spec.durable,
+                    message_id=row["message_id"],
+                    subject=row["subject"],
+                    event_type=row["event_type"],
+                    body=row["body"],
+                    error=f"replay: {type(exc).__name__}: {exc}",
+                    attempt=row["attempts"] + 1,
+                )
+            log.warning("dead_letter_replay_failed", id=dead_letter_id, error=type(exc).__name__)
+            return True
+        if taken:
+            log.info("dead_letter_replayed", id=dead_letter_id, consumer=spec.durable)
+        return taken
+
+    async def _replay_forever(self) -> None:
+        durables = sorted(self.consumers)
+        while not self._stopper.stopping:
+            try:
+                for dead_letter_id in await self.dead_letters.replay_requests(durables):
+                    await self.replay(dead_letter_id)
+            except (SQLAlchemyError, DatabaseError, OSError) as exc:
+                log.warning("dead_letter_replay_poll_failed", error=type(exc).__name__)
+            await self._stopper.pause(self.replay_poll)
+
+    # -- housekeeping ----------------------------------------------------------------
+
+    async def purge_inbox(self, *, batch: int = 1000) -> int:
+        """Delete inbox rows older than ``inbox_retention``, *batch* rows per transaction."""
+        cutoff = datetime.now(UTC) - self.inbox_retention
+        total = 0
+        while True:
+            chosen = (
+                sa.select(inbox.c.consumer, inbox.c.message_id)
+                .where(inbox.c.processed_at < cutoff)
+                .limit(batch)
+            )
+            async with self._db.transaction() as session:
+                result = await session.execute(
+                    inbox.delete().where(
+                        sa.tuple_(inbox.c.consumer, inbox.c.message_id).in_(chosen)
+                    )
+                )
+            total += affected_rows(result)
+            if affected_rows(result) < batch or self._stopper.stopping:
+                return total
+            await asyncio.sleep(0.05)
+
+    async def _purge_forever(self) -> None:
+        while not self._stopper.stopping:
+            try:
+                removed = await self.purge_inbox()
+                if removed:
+                    log.info("inbox_purged", count=removed)
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("inbox_purge_failed", error=type(exc).__name__)
+            await self._stopper.pause(self.purge_interval)
+
+    async def _recover(self, bus: InProcessBus) -> int:
+        """Queue, per group, published events that its inbox and dead letters do not have."""
+        total = 0
+        for spec in self.consumers.values():
+            seen = sa.select(inbox.c.message_id).where(inbox.c.consumer == spec.durable)
+            dead = sa.select(dead_letters.c.message_id).where(
+                dead_letters.c.consumer == spec.durable
+            )
+            query = (
+                sa.select(*_SELECTED)
+                .where(
+                    outbox.c.published_at.is_not(None),
+                    outbox.c.event_id.not_in(seen),
+                    outbox.c.event_id.not_in(dead),
+                )
+                .order_by(outbox.c.seq)
+            )
+            async with self._db.sessions() as session:
+                rows = (await session.execute(query)).mappings().all()
+            for row in rows:
+                message = outbox_message(row, prefix=self.subject_prefix)
+                if spec.wants(message.subject):
+                    bus.deliver(spec.durable, message)
+                    total += 1
+        return total
+
+
+_Hook = Callable[[AsyncSession], Awaitable[bool]]

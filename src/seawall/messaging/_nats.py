@@ -1,0 +1,371 @@
+"""`NatsBus`: NATS JetStream with durable pull consumers."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Sequence
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext, api
+
+from seawall.errors import PublishError, StreamMismatch
+from seawall.messaging._bus import Bus, Delivery, Handler, Message, check_durable, check_subjects
+from seawall.messaging._event import SUBJECT_PREFIX, subject_matches
+from seawall.messaging._stopping import GRACE_SECONDS, finish
+from seawall.observability import mask_url
+
+log = structlog.get_logger("seawall.messaging")
+
+MSG_ID_HEADER = "Nats-Msg-Id"
+DLQ_PREFIX = "seawall_dlq"
+
+# JetStream API error codes that no retry can fix.
+_PERMANENT_API_CODES = frozenset({10054})  # message size exceeds maximum allowed
+
+
+class _NatsDelivery(Delivery):
+    __slots__ = ("_msg",)
+
+    def __init__(self, msg: Msg) -> None:
+        headers = msg.headers or {}
+        metadata = msg.metadata
+        super().__init__(
+            message_id=headers.get(MSG_ID_HEADER)
+            or f"{metadata.stream}:{metadata.sequence.stream}",
+            subject=msg.subject,
+            body=msg.data,
+            attempt=metadata.num_delivered,
+        )
+        self._msg = msg
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+
+class NatsBus(Bus):
+    """NATS JetStream: one file-backed stream for events, one for dead letters.
+
+    Each durable name is a durable pull consumer with explicit acks. seawall
+    counts deliveries itself and dead-letters a message after the consumer's
+    ``max_deliver`` attempts, so the JetStream consumer redelivers without limit:
+    a worker killed between "last attempt failed" and "dead letter written"
+    sees the message again instead of leaving it stranded in the stream.
+
+    Args:
+        url: the NATS server URL(s), comma separated.
+        stream: the events stream; it captures ``<subject_prefix>.>``.
+        subject_prefix: first token of every event subject.
+        duplicate_window: seconds JetStream remembers ``Nats-Msg-Id`` values.
+        max_age: seconds a message is kept in the stream.
+        storage: ``file`` (survives a restart) or ``memory``.
+        publish_timeout: seconds to wait for a publish acknowledgement.
+        fetch_timeout: seconds one pull request waits for messages.
+        name: the client name shown by the server.
+    """
+
+    kind = "nats"
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        stream: str = "SEAWALL",
+        subject_prefix: str = SUBJECT_PREFIX,
+        duplicate_window: float = 120.0,
+        max_age: float = 7 * 86400.0,
+        storage: str = "file",
+        publish_timeout: float = 5.0,
+        fetch_timeout: float = 1.0,
+        name: str = "seawall",
+    ) -> None:
+        if storage not in {"file", "memory"}:
+            raise ValueError("storage must be 'file' or 'memory'")
+        self.url = url
+        self.stream = stream
+        self.dlq_stream = f"{stream}_DLQ"
+        self.subject_prefix = subject_prefix
+        self.duplicate_window = duplicate_window
+        self.max_age = max_age
+        self.storage = storage
+        self.publish_timeout = publish_timeout
+        self.fetch_timeout = fetch_timeout
+        self.name = name
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    def __repr__(self) -> str:
+        return f"NatsBus({mask_url(self.url)!r}, stream={self.stream!r})"
+
+    @property
+    def jetstream(self) -> JetStreamContext:
+        """The JetStream context; `start` must have been called."""
+        if self._js is None:
+            raise RuntimeError("NatsBus is not started")
+        return self._js
+
+    async def start(self) -> None:
+        """Connect (reconnecting forever afterwards) and create or check both streams.
+
+        Raises:
+            StreamMismatch: a stream exists with other subjects or storage.
+            OSError, nats.errors.Error: the server cannot be reached.
+        """
+        if self._nc is not None:
+            return
+
+        async def on_error(exc: Exception) -> None:
+            log.warning("nats_error", error=type(exc).__name__)
+
+        async def on_disconnected() -> None:
+            log.warning("nats_disconnected")
+
+        async def on_reconnected() -> None:
+            log.info("nats_reconnected")
+
+        nc = await nats.connect(
+            self.url.split(","),
+            name=self.name,
+            connect_timeout=2,
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=on_error,
+            disconnected_cb=on_disconnected,
+            reconnected_cb=on_reconnected,
+        )
+        try:
+            js = nc.jetstream(timeout=self.publish_timeout)
+            await self._ensure_stream(js, self.stream, f"{self.subject_prefix}.>")
+            await self._ensure_stream(js, self.dlq_stream, f"{DLQ_PREFIX}.>")
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js = nc, js
+
+    async def _ensure_stream(self, js: JetStreamContext, name: str, subject: str) -> None:
+        storage = api.StorageType.FILE if self.storage == "file" else api.StorageType.MEMORY
+        try:
+            info = await js.stream_info(name)
+        except nats.js.errors.NotFoundError:
+            await js.add_stream(
+                api.StreamConfig(
+                    name=name,
+                    subjects=[subject],
+                    storage=storage,
+                    retention=api.RetentionPolicy.LIMITS,
+                    duplicate_window=self.duplicate_window,
+                    max_age=self.max_age,
+                )
+            )
+            log.info("stream_created", stream=name, subject=subject, storage=self.storage)
+            return
+        config = info.config
+        differences: dict[str, tuple[object, object]] = {}
+        if sorted(config.subjects or []) != [subject]:
+            differences["subjects"] = (config.subjects, [subject])
+        if config.storage != storage:
+            found = config.storage.value if config.storage else None
+            differences["storage"] = (found, self.storage)
+        if differences:
+            raise StreamMismatch(stream=name, differences=differences)
+
+    async def publish(self, message: Message) -> None:
+        js = self.jetstream
+        headers = {**message.headers, MSG_ID_HEADER: message.id}
+        try:
+            future = await js.publish_async(
+                message.subject, message.body, wait_stall=self.publish_timeout, headers=headers
+            )
+            await asyncio.wait_for(future, self.publish_timeout)
+        except nats.errors.MaxPayloadError as exc:
+            raise PublishError(f"message too large for the server ({exc})", permanent=True) from exc
+        except nats.js.errors.APIError as exc:
+            permanent = exc.err_code in _PERMANENT_API_CODES
+            raise PublishError(
+                f"JetStream refused the message: {exc.description}", permanent=permanent
+            ) from exc
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            raise PublishError(f"publish not acknowledged ({type(exc).__name__})") from exc
+
+    async def subscribe(
+        self,
+        durable: str,
+        subjects: Sequence[str],
+        handler: Handler,
+        *,
+        concurrency: int = 8,
+        ack_wait: float = 30.0,
+    ) -> None:
+        check_durable(durable)
+        patterns = check_subjects(subjects)
+        js = self.jetstream
+        config = api.ConsumerConfig(
+            durable_name=durable,
+            ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL,
+            ack_wait=ack_wait,
+            max_deliver=-1,
+            max_ack_pending=max(1000, concurrency * 4),
+        )
+        local_filter: tuple[str, ...] | None = None
+        if len(patterns) == 1:
+            config.filter_subject = patterns[0]
+        elif self._server_supports_filter_subjects():
+            config.filter_subjects = list(patterns)
+        else:
+            # NATS before 2.10 takes one filter per consumer: take the whole stream
+            # and acknowledge what this group did not ask for.
+            config.filter_subject = f"{self.subject_prefix}.>"
+            local_filter = patterns
+        subscription = await js.pull_subscribe(
+            config.filter_subject or patterns[0],
+            durable=durable,
+            stream=self.stream,
+            config=config,
+        )
+        task = asyncio.create_task(
+            self._fetch_forever(subscription, durable, handler, concurrency, local_filter),
+            name=f"seawall-nats-{durable}",
+        )
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _server_supports_filter_subjects(self) -> bool:
+        assert self._nc is not None
+        version = self._nc.connected_server_version
+        return (version.major, version.minor) >= (2, 10)
+
+    async def _fetch_forever(
+        self,
+        subscription: JetStreamContext.PullSubscription,
+        durable: str,
+        handler: Handler,
+        concurrency: int,
+        local_filter: tuple[str, ...] | None,
+    ) -> None:
+        slots = asyncio.Semaphore(concurrency)
+        running: set[asyncio.Task[None]] = set()
+
+        async def handle(msg: Msg) -> None:
+            try:
+                delivery = _NatsDelivery(msg)
+                if local_filter is not None and not any(
+                    subject_matches(p, msg.subject) for p in local_filter
+                ):
+                    await delivery.ack()
+                    return
+                await handler(delivery)
+            except Exception:
+                log.exception("consumer_handler_crashed", consumer=durable)
+                with contextlib.suppress(Exception):
+                    await msg.nak(delay=1.0)
+            finally:
+                slots.release()
+
+        backoff = 0.1
+        try:
+            while True:
+                await slots.acquire()
+                free = 1
+                while free < concurrency and not slots.locked():
+                    await slots.acquire()
+                    free += 1
+                try:
+                    messages = await subscription.fetch(free, timeout=self.fetch_timeout)
+                except TimeoutError:
+                    messages = []
+                except (nats.errors.Error, OSError) as exc:
+                    messages = []
+                    log.warning("consumer_fetch_failed", consumer=durable, error=type(exc).__name__)
+                    await asyncio.sleep(backoff)
+                    backoff = min(backoff * 2, 5.0)
+                else:
+                    backoff = 0.1
+                for _ in range(free - len(messages)):
+                    slots.release()
+                for msg in messages:
+                    task = asyncio.create_task(handle(msg))
+                    running.add(task)
+                    task.add_done_callback(running.discard)
+        finally:
+            # Let handlers in a database transaction finish; cancel only the late ones.
+            await finish(set(running), GRACE_SECONDS)
+
+    async def dead_letter(self, durable: str, delivery: Delivery, error: str) -> None:
+        headers = {
+            MSG_ID_HEADER: f"{durable}:{delivery.message_id}",
+            "Seawall-Consumer": durable,
+            "Seawall-Subject": delivery.subject,
+            "Seawall-Error": " ".join(error.split())[:500],
+        }
+        try:
+            future = await self.jetstream.publish_async(
+                f"{DLQ_PREFIX}.{durable}", delivery.body, headers=headers
+            )
+            await asyncio.wait_for(future, self.publish_timeout)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            # The dead_letters table is the record; the stream copy is for NATS tooling.
+            log.warning(
+                "dead_letter_stream_copy_failed", consumer=durable, error=type(exc).__name__
+            )
+
+    async def consumer_lag(self, durable: str) -> dict[str, int]:
+        """Return ``pending`` (not yet delivered) and ``ack_pending`` for group *durable*."""
+        info = await self.jetstream.consumer_info(self.stream, durable)
+        return {"pending": info.num_pending or 0, "ack_pending": info.num_ack_pending or 0}
+
+    async def health(self) -> dict[str, Any]:
+        if self._nc is None or not self._nc.is_connected:
+            return {"kind": self.kind, "status": "down", "url": mask_url(self.url)}
+        try:
+            info = await self.jetstream.stream_info(self.stream)
+        except (TimeoutError, nats.errors.Error, OSError) as exc:
+            return {"kind": self.kind, "status": "down", "error": type(exc).__name__}
+        config = info.config
+        storage = config.storage.value if config.storage else "unknown"
+        replicas = config.num_replicas or 1
+        warnings = []
+        if storage != "file":
+            warnings.append("the stream is in memory: a server restart loses every message")
+        if replicas < 2:
+            warnings.append(
+                "one replica: acknowledged messages are only as safe as one disk, and NATS "
+                "fsyncs every 2 minutes unless the server sets sync_interval: always"
+            )
+        return {
+            "kind": self.kind,
+            "status": "up",
+            "url": mask_url(self.url),
+            "stream": self.stream,
+            "storage": storage,
+            "replicas": replicas,
+            "messages": info.state.messages,
+            "durability_warnings": warnings,
+        }
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self._nc is not None:
+            with contextlib.suppress(Exception):
+                await self._nc.close()
+        self._nc = self._js = None
