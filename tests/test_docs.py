@@ -137,3 +137,12 @@ def test_readme_walkthrough_answers_as_shown(tmp_path: Path) -> None:
     shown = [(i, cmd.splitlines()[0], st) for i, (cmd, st) in enumerate(steps) if st]
     answered = [(i, steps[i][0].splitlines()[0], _first_status(outputs[i])) for i, _, _ in shown]
     assert answered == shown, run.stderr
+
+
+def test_readme_lists_every_setting() -> None:
+    from seawall.config import ENV_PREFIX, Settings
+
+    configuration = _section(README.read_text(encoding="utf-8"), "Configuration")
+    documented = set(re.findall(r"^\| `(SEAWALL_[A-Z_]+)` \|", configuration, re.M))
+
+    assert {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} <= documented

@@ -24,7 +24,6 @@ from seawall.observability import mask_url
 log = structlog.get_logger("seawall.messaging")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
-DLQ_PREFIX = "seawall_dlq"
 
 # JetStream API error codes that no retry can fix.
 _PERMANENT_API_CODES = frozenset({10054})  # message size exceeds maximum allowed
@@ -60,6 +59,9 @@ class _NatsDelivery(Delivery):
 
 class NatsBus(Bus):
     """NATS JetStream: one file-backed stream for events, one for dead letters.
+
+    Events go to ``<subject_prefix>.<context>.<type>`` in ``stream``; dead letters
+    are copied to ``<subject_prefix>_dlq.<durable>`` in ``<stream>_DLQ``.
 
     Each durable name is a durable pull consumer with explicit acks. seawall
     counts deliveries itself and dead-letters a message after the consumer's
@@ -100,6 +102,7 @@ class NatsBus(Bus):
         self.stream = stream
         self.dlq_stream = f"{stream}_DLQ"
         self.subject_prefix = subject_prefix
+        self.dlq_prefix = f"{subject_prefix}_dlq"
         self.duplicate_window = duplicate_window
         self.max_age = max_age
         self.storage = storage
@@ -153,7 +156,7 @@ class NatsBus(Bus):
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._ensure_stream(js, self.stream, f"{self.subject_prefix}.>")
-            await self._ensure_stream(js, self.dlq_stream, f"{DLQ_PREFIX}.>")
+            await self._ensure_stream(js, self.dlq_stream, f"{self.dlq_prefix}.>")
         except BaseException:
             await nc.close()
             raise
@@ -317,7 +320,7 @@ class NatsBus(Bus):
         }
         try:
             future = await self.jetstream.publish_async(
-                f"{DLQ_PREFIX}.{durable}", delivery.body, headers=headers
+                f"{self.dlq_prefix}.{durable}", delivery.body, headers=headers
             )
             await asyncio.wait_for(future, self.publish_timeout)
         except (TimeoutError, nats.errors.Error, OSError) as exc:

@@ -139,8 +139,8 @@ class Messaging:
                 log.error("messaging_stream_mismatch", error=str(exc))
                 return
             except Exception as exc:
-                self.last_error = f"{type(exc).__name__}: cannot reach the broker"
-                log.warning("messaging_connect_failed", error=type(exc).__name__, retry_in=delay)
+                self.last_error = f"{type(exc).__name__}: {exc}"[:300]
+                log.warning("messaging_connect_failed", error=self.last_error, retry_in=delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
         self.connected, self.last_error = True, None

@@ -1,0 +1,106 @@
+"""The service runs the relay and its own consumer: the case timeline and dependency health."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+import sqlalchemy as sa
+from pydantic import SecretStr
+
+from seawall.app import create_app
+from seawall.config import Settings
+from seawall.db import Database, inbox, outbox
+from tests.app.test_cases import NEW_CASE, key
+from tests.live_server import free_port
+
+
+async def timeline(client: httpx.AsyncClient, case_id: str, length: int) -> list[dict[str, str]]:
+    for _ in range(200):
+        response = await client.get(f"/cases/{case_id}/activity")
+        assert response.status_code == 200
+        lines: list[dict[str, str]] = response.json()["data"]
+        if len(lines) >= length:
+            return lines
+        await asyncio.sleep(0.05)
+    pytest.fail(f"the timeline of {case_id} never reached {length} lines: {lines}")
+
+
+async def test_each_change_reaches_the_timeline_once(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    created = (await client.post("/cases", json=NEW_CASE, headers=key())).json()
+    changed = await client.patch(
+        f"/cases/{created['id']}", json={"status": "in_progress"}, headers={"If-Match": '"v1"'}
+    )
+    assert changed.status_code == 200
+
+    lines = await timeline(client, created["id"], 2)
+
+    assert [line["type"] for line in lines] == ["case.created", "case.updated"]
+    assert lines[1]["summary"] == "updated: status open -> in_progress"
+    assert lines[1]["correlation_id"] == changed.headers["x-correlation-id"]
+    async with database.sessions() as session:
+        unpublished = await session.scalar(
+            sa.select(sa.func.count()).where(outbox.c.published_at.is_(None))
+        )
+        remembered = await session.scalar(sa.select(sa.func.count()).select_from(inbox))
+    assert (unpublished, remembered) == (0, 2)
+    await asyncio.sleep(0.2)
+    assert len(await timeline(client, created["id"], 2)) == 2
+
+
+async def test_the_timeline_of_an_unknown_case_is_404(client: httpx.AsyncClient) -> None:
+    response = await client.get("/cases/nope/activity")
+
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize("limit", ["0", "501", "x"])
+async def test_a_bad_timeline_limit_is_422(client: httpx.AsyncClient, limit: str) -> None:
+    created = (await client.post("/cases", json=NEW_CASE, headers=key())).json()
+
+    response = await client.get(f"/cases/{created['id']}/activity", params={"limit": limit})
+
+    assert response.status_code == 422
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_dependencies_report_database_bus_and_outbox(client: httpx.AsyncClient) -> None:
+    response = await client.get("/health/dependencies")
+
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "ok"
+    assert set(body["dependencies"]) == {"database", "bus", "outbox"}
+    assert body["dependencies"]["database"]["critical"] is True
+    bus = body["dependencies"]["bus"]
+    assert (bus["status"], bus["critical"], bus["details"]["kind"]) == ("ok", False, "inprocess")
+    assert bus["details"]["consumers"] == ["activity__from_cases"]
+    assert body["dependencies"]["outbox"]["details"]["pending"] == 0
+
+
+async def test_a_broker_outage_degrades_but_still_accepts_changes(
+    settings: Settings, database: Database
+) -> None:
+    down = settings.model_copy(update={"nats_url": SecretStr(f"nats://127.0.0.1:{free_port()}")})
+    app = create_app(down, database=database)
+    async with (
+        app.router.lifespan_context(app),
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://seawall.test"
+        ) as client,
+    ):
+        created = await client.post("/cases", json=NEW_CASE, headers=key())
+        response = await client.get("/health/dependencies")
+
+    assert created.status_code == 201
+    assert response.status_code == 200
+    body = response.json()
+    assert body["status"] == "degraded"
+    bus = body["dependencies"]["bus"]
+    assert (bus["status"], bus["details"]["kind"]) == ("degraded", "nats")
+    assert bus["error"]
+    assert body["dependencies"]["outbox"]["details"]["pending"] == 1
