@@ -31,6 +31,10 @@ _ASYNC_DRIVERS = {
 }
 
 
+# Execution option of the connections `Database.reading` hands out.
+_READ_ONLY = "seawall_read_only"
+
+
 def normalize_url(url: str) -> str:
     """Return *url* with the async driver seawall uses for its backend.
 
@@ -127,6 +131,18 @@ class Database:
         async with self.sessions() as session, session.begin():
             yield session
 
+    @asynccontextmanager
+    async def reading(self) -> AsyncIterator[AsyncSession]:
+        """Yield a session for reads only.
+
+        On SQLite its transaction starts with a plain (deferred) ``BEGIN`` instead of
+        ``BEGIN IMMEDIATE``, so pollers and reports do not take the write lock and
+        never make a writer wait. Do not write through it.
+        """
+        async with self.sessions() as session:
+            await session.connection(execution_options={_READ_ONLY: True})
+            yield session
+
     async def ping(self, *, timeout: float = 2.0) -> None:
         """Run ``SELECT 1``.
 
@@ -164,4 +180,5 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = conn.get_execution_options().get(_READ_ONLY, False)
+        conn.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")

@@ -248,7 +248,11 @@ class Worker:
             )
             await self._give_up(spec, delivery, None, f"not a CloudEvents envelope: {problems}")
             return
-        heartbeat = asyncio.create_task(self._heartbeat(delivery, spec.ack_wait))
+        heartbeat = (
+            asyncio.create_task(self._heartbeat(delivery, spec.ack_wait))
+            if type(delivery).in_progress is not Delivery.in_progress
+            else None
+        )
         try:
             applied = await self.apply(spec, event)
         except Unprocessable as exc:
@@ -271,7 +275,8 @@ class Worker:
             await delivery.nak(delay)
             return
         finally:
-            heartbeat.cancel()
+            if heartbeat is not None:
+                heartbeat.cancel()
         await delivery.ack()
         if not applied:
             log.debug("consumer_duplicate_skipped", consumer=spec.durable, event_id=event.id)
@@ -350,7 +355,7 @@ class Worker:
             Whether this worker took the replay (False if another did, or it is
             not waiting for one, or its consumer does not run here).
         """
-        async with self._db.sessions() as session:
+        async with self._db.reading() as session:
             row = (
                 (
                     await session.execute(
@@ -461,7 +466,7 @@ class Worker:
                 )
                 .order_by(outbox.c.seq)
             )
-            async with self._db.sessions() as session:
+            async with self._db.reading() as session:
                 rows = (await session.execute(query)).mappings().all()
             for row in rows:
                 message = outbox_message(row, prefix=self.subject_prefix)

@@ -148,13 +148,13 @@ class DeadLetters:
             query = query.where(dead_letters.c.state == state)
         if before_id is not None:
             query = query.where(dead_letters.c.id < before_id)
-        async with self._db.sessions() as session:
+        async with self._db.reading() as session:
             rows = (await session.execute(query)).mappings().all()
         return [DeadLetter.from_row(row) for row in rows]
 
     async def get(self, dead_letter_id: int) -> DeadLetter | None:
         """Return one dead letter, or None."""
-        async with self._db.sessions() as session:
+        async with self._db.reading() as session:
             row = (
                 (
                     await session.execute(
@@ -173,7 +173,7 @@ class DeadLetters:
             .where(dead_letters.c.state == state)
             .group_by(dead_letters.c.consumer)
         )
-        async with self._db.sessions() as session:
+        async with self._db.reading() as session:
             return {consumer: int(n) for consumer, n in (await session.execute(query)).all()}
 
     async def request_replay(
@@ -224,5 +224,5 @@ class DeadLetters:
             .order_by(dead_letters.c.id)
             .limit(limit)
         )
-        async with self._db.sessions() as session:
+        async with self._db.reading() as session:
             return list((await session.execute(query)).scalars().all())

@@ -243,6 +243,18 @@ class NatsBus(Bus):
             stream=self.stream,
             config=config,
         )
+        existing = (await subscription.consumer_info()).config
+        wanted = (config.filter_subject, sorted(config.filter_subjects or []))
+        found = (existing.filter_subject, sorted(existing.filter_subjects or []))
+        if found != wanted:
+            # A durable keeps the filter it was created with; seawall does not change it.
+            log.warning(
+                "consumer_filter_mismatch",
+                consumer=durable,
+                found=str(found),
+                wanted=str(wanted),
+                fix=f"delete the consumer {durable!r} of stream {self.stream!r} to recreate it",
+            )
         task = asyncio.create_task(
             self._fetch_forever(subscription, durable, handler, concurrency, local_filter),
             name=f"seawall-nats-{durable}",

@@ -171,7 +171,7 @@ class OutboxRelay:
         assert self._lease is not None
         if not await self._lease.hold():
             return 0
-        async with self._db.transaction() as session:
+        async with self._db.reading() as session:  # the lease makes this relay the only one
             rows = await self._claim(session)
         if not rows:
             return 0
@@ -437,7 +437,7 @@ async def outbox_lag(database: Database, *, now: datetime | None = None) -> Outb
         sa.func.count().filter(outbox.c.parked_at.is_not(None)),
         sa.func.count().filter(pending, outbox.c.next_attempt_at.is_not(None)),
     ).where(outbox.c.published_at.is_(None))
-    async with database.sessions() as session:
+    async with database.reading() as session:
         count, oldest, parked, retrying = (await session.execute(query)).one()
     if isinstance(oldest, datetime) and oldest.tzinfo is None:
         oldest = oldest.replace(tzinfo=UTC)
