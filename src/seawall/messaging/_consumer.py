@@ -6,9 +6,11 @@ import asyncio
 import contextlib
 import functools
 import random
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import sqlalchemy as sa
 import structlog
@@ -26,7 +28,7 @@ from seawall.db import (
 )
 from seawall.errors import DatabaseError, Unprocessable
 from seawall.messaging._bus import Bus, Delivery, InProcessBus, check_durable, check_subjects
-from seawall.messaging._dead_letters import DeadLetters
+from seawall.messaging._dead_letters import HISTORY_LIMIT, DeadLetters
 from seawall.messaging._event import SUBJECT_PREFIX, Event, subject_matches
 from seawall.messaging._relay import _SELECTED, outbox_message
 from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
@@ -196,6 +198,8 @@ class Worker:
         self.subject_prefix = subject_prefix
         self.dead_letters = DeadLetters(database)
         self._stopper = Stopper()
+        # Failed attempts per (durable, message id) until success or dead letter.
+        self._failures: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
 
     def __repr__(self) -> str:
         return f"Worker({sorted(self.consumers)}, {self._bus!r})"
@@ -263,6 +267,7 @@ class Worker:
             if delivery.attempt >= spec.max_deliver:
                 await self._give_up(spec, delivery, event, error)
                 return
+            self._remember_failure(spec.durable, event.id, delivery.attempt, error)
             delay = spec.backoff(delivery.attempt)
             log.warning(
                 "consumer_attempt_failed",
@@ -277,6 +282,7 @@ class Worker:
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
+        self._failures.pop((spec.durable, event.id), None)
         await delivery.ack()
         if not applied:
             log.debug("consumer_duplicate_skipped", consumer=spec.durable, event_id=event.id)
@@ -306,30 +312,44 @@ class Worker:
                 await spec.handler(event, session)
         return True
 
+    def _remember_failure(self, durable: str, message_id: str, attempt: int, error: str) -> None:
+        key = (durable, message_id)
+        entries = self._failures.pop(key, [])
+        entries.append(
+            {"attempt": attempt, "at": datetime.now(UTC).isoformat(), "error": error[:2000]}
+        )
+        self._failures[key] = entries[-HISTORY_LIMIT:]
+        while len(self._failures) > _FAILURES_KEPT:
+            self._failures.popitem(last=False)
+
     async def _give_up(
         self, spec: Consumer, delivery: Delivery, event: Event | None, error: str
     ) -> None:
+        message_id = event.id if event else delivery.message_id
+        earlier = self._failures.get((spec.durable, message_id), [])
         try:
             async with self._db.transaction() as session:
                 await self.dead_letters.record(
                     session,
                     consumer=spec.durable,
-                    message_id=event.id if event else delivery.message_id,
+                    message_id=message_id,
                     subject=delivery.subject,
                     event_type=event.type if event else None,
                     body=delivery.body.decode("utf-8", "replace"),
                     error=error,
                     attempt=delivery.attempt,
+                    earlier=earlier,
                 )
         except (SQLAlchemyError, DatabaseError, OSError) as exc:
             # Not recorded, so not given up: try again later.
             log.warning("dead_letter_failed", consumer=spec.durable, error=type(exc).__name__)
             await delivery.nak(spec.backoff(delivery.attempt))
             return
+        self._failures.pop((spec.durable, message_id), None)
         log.error(
             "consumer_dead_lettered",
             consumer=spec.durable,
-            message_id=event.id if event else delivery.message_id,
+            message_id=message_id,
             attempts=delivery.attempt,
             error=error[:300],
         )
@@ -461,6 +481,8 @@ class Worker:
                 sa.select(*_SELECTED)
                 .where(
                     outbox.c.published_at.is_not(None),
+                    # Older events may have left the inbox already: not redelivered.
+                    outbox.c.published_at >= datetime.now(UTC) - self.inbox_retention,
                     outbox.c.event_id.not_in(seen),
                     outbox.c.event_id.not_in(dead),
                 )
@@ -477,3 +499,6 @@ class Worker:
 
 
 _Hook = Callable[[AsyncSession], Awaitable[bool]]
+
+# Messages whose failed attempts a worker remembers for their dead letter's history.
+_FAILURES_KEPT = 10_000

@@ -15,6 +15,9 @@ from seawall.db import Database, affected_rows, dead_letters, insert_ignoring_co
 
 DeadLetterState = Literal["dead", "replay", "replayed"]
 
+# Entries kept in a dead letter's history (the newest).
+HISTORY_LIMIT = 50
+
 
 @dataclass(frozen=True, slots=True)
 class DeadLetter:
@@ -29,7 +32,9 @@ class DeadLetter:
         body: the message as delivered.
         error: the last attempt's error.
         attempts: deliveries made, replays included.
-        history: one entry per failed attempt: ``{"attempt", "at", "error"}``.
+        history: one entry per failed attempt the giving-up worker saw, then one per
+            failed replay: ``{"attempt", "at", "error"}``. Attempts made by another
+            worker instance, or before a restart, are in the logs only.
         state: ``dead``, ``replay`` (requested, waiting for a worker) or ``replayed``.
     """
 
@@ -92,8 +97,13 @@ class DeadLetters:
         body: str,
         error: str,
         attempt: int,
+        earlier: Sequence[dict[str, Any]] = (),
     ) -> None:
-        """Write (or update) the dead letter of *message_id* for *consumer* in *session*."""
+        """Write (or update) the dead letter of *message_id* for *consumer* in *session*.
+
+        Args:
+            earlier: history entries of the failed attempts before this one.
+        """
         now = self._clock()
         entry = {"attempt": attempt, "at": now.isoformat(), "error": error[:2000]}
         existing = (
@@ -112,14 +122,14 @@ class DeadLetters:
                 "body": body,
                 "error": error[:2000],
                 "attempts": attempt,
-                "history": [entry],
+                "history": [*earlier, entry][-HISTORY_LIMIT:],
                 "state": "dead",
                 "created_at": now,
                 "updated_at": now,
             }
             await session.execute(insert_ignoring_conflicts(session, dead_letters).values(values))
             return
-        history = [*existing.history, entry][-50:]
+        history = [*existing.history, *earlier, entry][-HISTORY_LIMIT:]
         await session.execute(
             dead_letters.update()
             .where(dead_letters.c.id == existing.id)

@@ -142,17 +142,27 @@ class NatsBus(Bus):
         async def on_reconnected() -> None:
             log.info("nats_reconnected")
 
-        nc = await nats.connect(
-            self.url.split(","),
-            name=self.name,
-            connect_timeout=2,
-            allow_reconnect=True,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
-            error_cb=on_error,
-            disconnected_cb=on_disconnected,
-            reconnected_cb=on_reconnected,
-        )
+        nc = Client()
+        try:
+            # nats-py retries a first connection for ever when reconnects are unlimited:
+            # try each server twice, then make reconnects unlimited (the client reads
+            # these options each time a connection fails).
+            await nc.connect(
+                servers=self.url.split(","),
+                name=self.name,
+                connect_timeout=2,
+                allow_reconnect=True,
+                max_reconnect_attempts=1,
+                reconnect_time_wait=1,
+                error_cb=on_error,
+                disconnected_cb=on_disconnected,
+                reconnected_cb=on_reconnected,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await nc.close()
+            raise
+        nc.options["max_reconnect_attempts"] = -1
         try:
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._ensure_stream(js, self.stream, f"{self.subject_prefix}.>")
@@ -184,14 +194,24 @@ class NatsBus(Bus):
         if sorted(config.subjects or []) != [subject]:
             differences["subjects"] = (config.subjects, [subject])
         if config.storage != storage:
-            found = config.storage.value if config.storage else None
-            differences["storage"] = (found, self.storage)
+            differences["storage"] = (_storage_name(config.storage), self.storage)
         if differences:
             raise StreamMismatch(stream=name, differences=differences)
 
     async def publish(self, message: Message) -> None:
         js = self.jetstream
         headers = {**message.headers, MSG_ID_HEADER: message.id}
+        assert self._nc is not None
+        size = len(message.body) + _headers_size(headers)
+        if size > self._nc.max_payload:
+            # Checked here because the server counts the headers too and answers an
+            # oversized message by closing the connection for good, and nats-py's
+            # publish_async would keep one of its in-flight slots for each refusal.
+            raise PublishError(
+                f"message of {size} bytes (headers included) exceeds the server's "
+                f"max_payload of {self._nc.max_payload}",
+                permanent=True,
+            )
         try:
             future = await js.publish_async(
                 message.subject, message.body, wait_stall=self.publish_timeout, headers=headers
@@ -354,7 +374,7 @@ class NatsBus(Bus):
         except (TimeoutError, nats.errors.Error, OSError) as exc:
             return {"kind": self.kind, "status": "down", "error": type(exc).__name__}
         config = info.config
-        storage = config.storage.value if config.storage else "unknown"
+        storage = _storage_name(config.storage)
         replicas = config.num_replicas or 1
         warnings = []
         if storage != "file":
@@ -384,3 +404,14 @@ class NatsBus(Bus):
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = self._js = None
+
+
+def _storage_name(storage: object) -> str:
+    # nats-py hands back a StorageType or, from stream_info, the plain string.
+    value = getattr(storage, "value", storage)
+    return str(value) if value else "unknown"
+
+
+def _headers_size(headers: dict[str, str]) -> int:
+    # "NATS/1.0\r\n", one "Key: value\r\n" per header, then "\r\n".
+    return 10 + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items()) + 2

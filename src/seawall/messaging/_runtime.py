@@ -16,6 +16,7 @@ from seawall.db import Database
 from seawall.errors import ConfigurationError, StreamMismatch
 from seawall.messaging._bus import Bus, InProcessBus
 from seawall.messaging._consumer import Consumer, Worker, registry
+from seawall.messaging._event import SUBJECT_PREFIX
 from seawall.messaging._relay import OutboxRelay
 from seawall.messaging._stopping import GRACE_SECONDS, finish
 
@@ -76,6 +77,8 @@ class Messaging:
     ) -> None:
         self.settings = settings
         self.bus = bus or build_bus(settings)
+        # A bus may route under its own prefix (NatsBus(subject_prefix=...)).
+        self.subject_prefix: str = getattr(self.bus, "subject_prefix", SUBJECT_PREFIX)
         if not self.bus.durable and relay != worker:
             raise ConfigurationError(
                 "the in-process bus needs the relay and the consumers in one process; "
@@ -89,6 +92,7 @@ class Messaging:
                 batch_size=settings.relay_batch_size,
                 poll_interval=settings.relay_poll_seconds,
                 retention=timedelta(hours=settings.outbox_retention_hours),
+                subject_prefix=self.subject_prefix,
             )
             if relay
             else None
@@ -102,6 +106,7 @@ class Messaging:
                 self.bus,
                 chosen or [],
                 inbox_retention=timedelta(days=settings.inbox_retention_days),
+                subject_prefix=self.subject_prefix,
             )
             if worker
             else None
