@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
@@ -612,3 +613,25 @@ async def test_an_event_goes_from_the_outbox_through_the_relay_to_its_handler_on
     assert handler.calls == [event.id]
     assert (await outbox_row(database, event.id))["published_at"] is not None
     assert await _activity_count(database, event.id) == 1
+
+
+async def test_extension_attributes_of_other_producers_reach_the_handler(
+    database: Database,
+) -> None:
+    seen: list[Event] = []
+    registry = ConsumerRegistry()
+
+    @registry.consumer(durable="ext", subjects=["seawall.>"])
+    async def handler(event: Event, session: AsyncSession) -> None:
+        seen.append(event)
+
+    worker = Worker(database, InProcessBus(), registry)
+    event = make_event()
+    body = json.dumps({**json.loads(event.model_dump_json()), "traceparent": "00-abc-def-01"})
+    delivery = RecordingDelivery(body.encode(), message_id=event.id, subject="seawall.x.y.z")
+
+    await worker.handle(next(iter(registry)), delivery)
+
+    assert delivery.outcome == "ack"
+    assert seen[0].id == event.id
+    assert seen[0].model_extra == {"traceparent": "00-abc-def-01"}

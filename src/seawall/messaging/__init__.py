@@ -27,6 +27,7 @@ from seawall.messaging._dead_letters import DeadLetter, DeadLetters
 from seawall.messaging._event import (
     SUBJECT_PREFIX,
     Event,
+    ReceivedEvent,
     context_of,
     subject_for,
     subject_matches,
@@ -68,6 +69,7 @@ __all__ = [
     "OutboxLag",
     "OutboxRelay",
     "PublishError",
+    "ReceivedEvent",
     "StreamMismatch",
     "Unprocessable",
     "Worker",

@@ -29,7 +29,7 @@ from seawall.db import (
 from seawall.errors import DatabaseError, Unprocessable
 from seawall.messaging._bus import Bus, Delivery, InProcessBus, check_durable, check_subjects
 from seawall.messaging._dead_letters import HISTORY_LIMIT, DeadLetters
-from seawall.messaging._event import SUBJECT_PREFIX, Event, subject_matches
+from seawall.messaging._event import SUBJECT_PREFIX, Event, ReceivedEvent, subject_matches
 from seawall.messaging._relay import _SELECTED, outbox_message
 from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
 from seawall.observability import bind_correlation, new_correlation_id, valid_correlation_id
@@ -245,7 +245,7 @@ class Worker:
     async def handle(self, spec: Consumer, delivery: Delivery) -> None:
         """Process one delivery for *spec* and settle it (ack, delayed nak or dead letter)."""
         try:
-            event = Event.model_validate_json(delivery.body)
+            event = ReceivedEvent.model_validate_json(delivery.body)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors()[:3]
@@ -404,7 +404,7 @@ class Worker:
             return taken
 
         try:
-            event = Event.model_validate_json(row["body"])
+            event = ReceivedEvent.model_validate_json(row["body"])
             if event.id != row["message_id"]:
                 raise Unprocessable("the body's id does not match the dead letter's message id")
             await self._run(spec, event, take)

@@ -92,6 +92,17 @@ class Event(BaseModel):
         return self.type.split(".", 1)[0]
 
 
+class ReceivedEvent(Event):
+    """An event as a consumer receives it: other producers' extension attributes allowed.
+
+    seawall's own events have exactly the fields of `Event`; envelopes from other
+    producers may carry CloudEvents extensions (``traceparent``, ``partitionkey``),
+    which are kept in ``model_extra`` instead of being refused.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="allow")
+
+
 def context_of(source: str) -> str:
     """Return the bounded context named by an event *source*: its last path segment.
 
