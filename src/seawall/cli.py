@@ -18,7 +18,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 import seawall
 from seawall.config import LogLevel, Settings, load_settings
-from seawall.db import Database, current_revision, head_revision, migrate
+from seawall.db import Database, current_revision, head_revision, migrate, require_schema
 from seawall.errors import ConfigurationError, DatabaseError
 from seawall.observability import configure_logging
 
@@ -143,9 +143,7 @@ def _run_messaging(*, relay: bool, worker: bool) -> None:
     async def run() -> None:
         database = _database(settings)
         try:
-            from seawall.app._factory import _require_schema  # noqa: PLC0415
-
-            await _require_schema(database)
+            await require_schema(database)
             messaging = Messaging(settings, database, relay=relay, worker=worker)
             main = asyncio.current_task()
             assert main is not None

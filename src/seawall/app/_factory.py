@@ -17,7 +17,7 @@ from seawall.app._middleware import RequestContextMiddleware
 from seawall.app._problems import install_problem_handlers
 from seawall.app._state import ServiceState
 from seawall.config import Settings, load_settings
-from seawall.db import Database, current_revision, head_revision, migrate
+from seawall.db import Database, migrate, require_schema
 from seawall.errors import DatabaseError
 from seawall.idempotency import IdempotencyStore
 from seawall.messaging import Messaging
@@ -57,7 +57,7 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
                     await migrate(db)
                     log.info("database_migrated", database=repr(db))
                 else:
-                    await _require_schema(db)
+                    await require_schema(db)
             except DatabaseError as exc:
                 log.error("service_start_failed", error=str(exc))
                 raise
@@ -105,22 +105,6 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.include_router(_cases.router)
     app.include_router(_health.router)
     return app
-
-
-async def _require_schema(database: Database) -> None:
-    """Refuse to serve on a database whose schema is not the one this code needs."""
-    try:
-        revision = await current_revision(database)
-    except (SQLAlchemyError, OSError) as exc:
-        raise DatabaseError(
-            f"cannot read the schema revision ({type(exc).__name__}); "
-            "check SEAWALL_DATABASE_URL and that the database is up"
-        ) from exc
-    if revision != head_revision():
-        raise DatabaseError(
-            f"the database schema is at revision {revision or 'none'} but this seawall needs "
-            f"{head_revision()}; run `seawall migrate` (or set SEAWALL_AUTO_MIGRATE=true)"
-        )
 
 
 async def _purge_forever(store: IdempotencyStore) -> None:

@@ -12,7 +12,7 @@ from seawall.db._database import (
     insert_ignoring_conflicts,
     normalize_url,
 )
-from seawall.db._migrate import current_revision, head_revision, migrate
+from seawall.db._migrate import current_revision, head_revision, migrate, require_schema
 from seawall.db._tables import (
     UTCDateTime,
     case_activity,
@@ -43,4 +43,5 @@ __all__ = [
     "migrate",
     "normalize_url",
     "outbox",
+    "require_schema",
 ]

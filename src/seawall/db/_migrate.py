@@ -12,7 +12,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import SQLAlchemyError
 
 from seawall.db._database import Database
-from seawall.errors import MigrationError
+from seawall.errors import DatabaseError, MigrationError
 
 _MIGRATIONS = Path(__file__).with_name("migrations")
 
@@ -67,3 +67,24 @@ async def migrate(database: Database, revision: str = "head") -> None:
             f"migration to {revision!r} failed ({type(exc).__name__}); "
             "check SEAWALL_DATABASE_URL and that the database is up"
         ) from exc
+
+
+async def require_schema(database: Database) -> None:
+    """Check that the database is at the newest revision this seawall ships.
+
+    Raises:
+        DatabaseError: the database cannot be read, or its schema is older or newer;
+            the message says to run ``seawall migrate``.
+    """
+    try:
+        revision = await current_revision(database)
+    except (SQLAlchemyError, OSError) as exc:
+        raise DatabaseError(
+            f"cannot read the schema revision ({type(exc).__name__}); "
+            "check SEAWALL_DATABASE_URL and that the database is up"
+        ) from exc
+    if revision != head_revision():
+        raise DatabaseError(
+            f"the database schema is at revision {revision or 'none'} but this seawall needs "
+            f"{head_revision()}; run `seawall migrate` (or set SEAWALL_AUTO_MIGRATE=true)"
+        )
