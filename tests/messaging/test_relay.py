@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from seawall.db import Database, outbox
 from seawall.errors import PublishError
-from seawall.messaging import Event, Outbox, OutboxRelay, outbox_lag, outbox_message
+from seawall.messaging import Event, Message, Outbox, OutboxRelay, outbox_lag, outbox_message
 from seawall.observability import CORRELATION_HEADER
 from tests.messaging.conftest import (
     WAIT_SECONDS,
@@ -566,3 +566,38 @@ async def test_run_also_purges_old_published_rows(
 
 async def _is_empty(database: Database) -> bool:
     return await count_rows(database, outbox, sa.true()) == 0
+
+
+class GatedBus(RecordingBus):
+    """Publishes only once `gate` is open, so a relay's round can be held mid-way."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.gate = asyncio.Event()
+        self.entered = asyncio.Event()
+
+    async def publish(self, message: Message) -> None:
+        self.entered.set()
+        await self.gate.wait()
+        await super().publish(message)
+
+
+@only_postgres
+async def test_a_relay_locks_only_its_batch_so_another_shares_a_backlog(
+    database: Database,
+) -> None:
+    await add_events(database, *(make_event(f"agg-{i}") for i in range(60)))
+    held_bus = GatedBus()
+    first = OutboxRelay(database, held_bus, batch_size=10)
+    second_bus = RecordingBus()
+    second = OutboxRelay(database, second_bus, batch_size=10)
+
+    holding = asyncio.create_task(first.relay_once())
+    await asyncio.wait_for(held_bus.entered.wait(), 10)
+    published_meanwhile = await second.relay_once()
+    held_bus.gate.set()
+
+    assert published_meanwhile == 10
+    assert await holding == 10
+    first_ids = {m.id for m in held_bus.published}
+    assert not first_ids & {m.id for m in second_bus.published}

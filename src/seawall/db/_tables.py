@@ -100,6 +100,13 @@ outbox = sa.Table(
     sa.Column("parked_at", UTCDateTime(), nullable=True),
     sa.Index("ix_outbox_published_at_seq", "published_at", "seq"),
     sa.Index("ix_outbox_aggregate_type_aggregate_id_seq", "aggregate_type", "aggregate_id", "seq"),
+    # Only the rows waiting to be published, in order: what every relay round reads.
+    sa.Index(
+        "ix_outbox_pending_seq",
+        "seq",
+        postgresql_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
+    ),
 )
 
 idempotency_keys = sa.Table(

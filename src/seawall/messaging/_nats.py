@@ -315,15 +315,22 @@ class NatsBus(Bus):
                 slots.release()
 
         backoff = 0.1
+        waiting = 0  # messages the server said were still pending after the last fetch
         try:
             while True:
                 await slots.acquire()
-                free = 1
-                while free < concurrency and not slots.locked():
+                wanted = 1
+                while wanted < min(concurrency, waiting) and not slots.locked():
                     await slots.acquire()
-                    free += 1
+                    wanted += 1
                 try:
-                    messages = await subscription.fetch(free, timeout=self.fetch_timeout)
+                    # nats-py's fetch(n) on an empty stream lingers until n messages
+                    # came or the timeout passed, even after the first arrived. So:
+                    # one message when the stream looked empty (returns on arrival),
+                    # a batch only of messages known to be waiting.
+                    messages = await subscription.fetch(
+                        wanted, timeout=self.fetch_timeout if wanted == 1 else _BATCH_WAIT
+                    )
                 except TimeoutError:
                     messages = []
                 except (nats.errors.Error, OSError) as exc:
@@ -333,7 +340,8 @@ class NatsBus(Bus):
                     backoff = min(backoff * 2, 5.0)
                 else:
                     backoff = 0.1
-                for _ in range(free - len(messages)):
+                waiting = _still_pending(messages[-1]) if messages else 0
+                for _ in range(wanted - len(messages)):
                     slots.release()
                 for msg in messages:
                     task = asyncio.create_task(handle(msg))
@@ -404,6 +412,18 @@ class NatsBus(Bus):
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = self._js = None
+
+
+# How long a fetch of messages known to be waiting may take (another instance of the
+# group may have taken them, and nats-py then waits for the rest until this passes).
+_BATCH_WAIT = 0.05
+
+
+def _still_pending(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.num_pending)
+    except (ValueError, AttributeError, nats.errors.Error):
+        return 0
 
 
 def _storage_name(storage: object) -> str:

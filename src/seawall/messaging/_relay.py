@@ -195,8 +195,8 @@ class OutboxRelay:
             )
             .exists()
         )
-        query = (
-            sa.select(*_SELECTED)
+        due = (
+            sa.select(outbox.c.seq)
             .where(
                 outbox.c.published_at.is_(None),
                 outbox.c.parked_at.is_(None),
@@ -206,15 +206,27 @@ class OutboxRelay:
             .order_by(outbox.c.seq)
             .limit(self.batch_size)
         )
-        if self._postgres:
-            aggregate_key = sa.func.hashtext(
-                outbox.c.aggregate_type + sa.literal(":") + outbox.c.aggregate_id
-            )
-            query = query.where(
+        if not self._postgres:
+            query = sa.select(*_SELECTED).where(outbox.c.seq.in_(due.scalar_subquery()))
+            return (await session.execute(query.order_by(outbox.c.seq))).mappings().all()
+        # Lock the oldest due rows first (LIMIT, SKIP LOCKED), then take the advisory
+        # lock of each one's aggregate: a lock per candidate row, never one per pending
+        # row (a backlog would fill the lock table). A row whose aggregate another
+        # relay holds stays row-locked and unpublished until this round commits.
+        candidates = due.with_for_update(skip_locked=True).cte("candidates")
+        aggregate_key = sa.func.hashtext(
+            outbox.c.aggregate_type + sa.literal(":") + outbox.c.aggregate_id
+        )
+        query = (
+            sa.select(*_SELECTED)
+            .join(candidates, candidates.c.seq == outbox.c.seq)
+            .where(
                 sa.func.pg_try_advisory_xact_lock(
                     sa.literal(_AGGREGATE_LOCK_SPACE, sa.Integer()), aggregate_key
                 )
-            ).with_for_update(skip_locked=True, of=outbox)
+            )
+            .order_by(outbox.c.seq)
+        )
         return (await session.execute(query)).mappings().all()
 
     async def _publish(self, rows: Sequence[sa.RowMapping]) -> _Outcome:
