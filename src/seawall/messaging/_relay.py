@@ -196,7 +196,7 @@ class OutboxRelay:
             .exists()
         )
         due = (
-            sa.select(outbox.c.seq)
+            sa.select(outbox.c.seq, outbox.c.aggregate_type, outbox.c.aggregate_id)
             .where(
                 outbox.c.published_at.is_(None),
                 outbox.c.parked_at.is_(None),
@@ -207,15 +207,19 @@ class OutboxRelay:
             .limit(self.batch_size)
         )
         if not self._postgres:
-            query = sa.select(*_SELECTED).where(outbox.c.seq.in_(due.scalar_subquery()))
+            chosen = due.with_only_columns(outbox.c.seq).scalar_subquery()
+            query = sa.select(*_SELECTED).where(outbox.c.seq.in_(chosen))
             return (await session.execute(query.order_by(outbox.c.seq))).mappings().all()
         # Lock the oldest due rows first (LIMIT, SKIP LOCKED), then take the advisory
         # lock of each one's aggregate: a lock per candidate row, never one per pending
         # row (a backlog would fill the lock table). A row whose aggregate another
         # relay holds stays row-locked and unpublished until this round commits.
         candidates = due.with_for_update(skip_locked=True).cte("candidates")
+        # On the CTE's own columns, so the lock is taken on its (at most batch-size)
+        # rows whatever join the planner picks; on outbox's columns it could run on a
+        # scan of the whole table.
         aggregate_key = sa.func.hashtext(
-            outbox.c.aggregate_type + sa.literal(":") + outbox.c.aggregate_id
+            candidates.c.aggregate_type + sa.literal(":") + candidates.c.aggregate_id
         )
         query = (
             sa.select(*_SELECTED)
