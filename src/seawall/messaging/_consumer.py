@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import random
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from seawall.errors import DatabaseError, Unprocessable
 from seawall.messaging._bus import Bus, Delivery, InProcessBus, check_durable, check_subjects
 from seawall.messaging._dead_letters import HISTORY_LIMIT, DeadLetters
 from seawall.messaging._event import SUBJECT_PREFIX, Event, ReceivedEvent, subject_matches
-from seawall.messaging._relay import _SELECTED, outbox_message
+from seawall.messaging._relay import _SELECTED, jittered_backoff, outbox_message
 from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
 from seawall.observability import bind_correlation, new_correlation_id, valid_correlation_id
 
@@ -73,9 +72,8 @@ class Consumer:
             raise ValueError("max_deliver and concurrency must be at least 1")
 
     def backoff(self, attempt: int) -> float:
-        """Delay before redelivering after failed attempt *attempt*: exponential, jittered."""
-        ceiling = min(self.retry_max, self.retry_base * 2 ** min(attempt - 1, 30))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
+        """Delay before redelivering after failed attempt *attempt*; see `jittered_backoff`."""
+        return jittered_backoff(attempt, base=self.retry_base, cap=self.retry_max)
 
     def wants(self, subject: str) -> bool:
         """Whether *subject* matches one of this consumer's patterns."""

@@ -296,9 +296,8 @@ class OutboxRelay:
             )
 
     def backoff(self, attempt: int) -> float:
-        """Seconds to wait before attempt *attempt* + 1: exponential, capped, full jitter."""
-        ceiling = min(self.retry_max, self.retry_base * 2 ** min(attempt - 1, 30))
-        return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
+        """Seconds to wait before attempt *attempt* + 1; see `jittered_backoff`."""
+        return jittered_backoff(attempt, base=self.retry_base, cap=self.retry_max)
 
     # -- operator views ----------------------------------------------------------
 
@@ -473,3 +472,13 @@ def outbox_message(row: sa.RowMapping, *, prefix: str = SUBJECT_PREFIX) -> Messa
         body=event.model_dump_json(exclude_none=True).encode(),
         headers=headers,
     )
+
+
+def jittered_backoff(attempt: int, *, base: float, cap: float) -> float:
+    """Delay after failed attempt *attempt*: ``base * 2**(attempt-1)``, capped, halved by jitter.
+
+    The result lies between half the capped exponential and all of it, so
+    retries of many rows or messages that failed together spread out.
+    """
+    ceiling = min(cap, base * 2 ** min(attempt - 1, 30))
+    return random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not secrecy
