@@ -20,8 +20,14 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    NestedSecretsSettingsSource,
+    NoDecode,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
 from seawall.errors import ConfigurationError
 from seawall.observability import mask_url
@@ -30,7 +36,10 @@ __all__ = [
     "DEFAULT_DATABASE_URL",
     "ENV_PREFIX",
     "LogLevel",
+    "ServiceSettings",
     "Settings",
+    "WebhookScheme",
+    "WebhookSettings",
     "load_settings",
     "mask_url",
 ]
@@ -40,6 +49,117 @@ DEFAULT_DATABASE_URL = "sqlite+aiosqlite:///./var/seawall.db"
 _DEFAULT_SECRETS_DIR = Path("/run/secrets")
 
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+_Seconds = Annotated[float, Field(gt=0, le=3600)]
+
+
+class ServiceSettings(BaseModel):
+    """One external service, from ``SEAWALL_SERVICES__<NAME>__<KEY>`` variables.
+
+    The authentication scheme follows from what is set, unless ``AUTH`` names
+    it: ``CLIENT_ID`` with ``TOKEN_URL`` is OAuth 2.0 client credentials,
+    ``TOKEN`` a bearer token, ``API_KEY`` an API key (in ``API_KEY_HEADER``,
+    or the ``API_KEY_QUERY`` parameter), ``USERNAME`` HTTP basic.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    base_url: str = Field(pattern=r"^https?://[^\s]+$", description="The API's root URL.")
+    critical: bool = Field(
+        default=True,
+        description="Whether the service is needed to work (unhealthy) or optional (degraded).",
+    )
+    auth: Literal["none", "bearer", "api_key", "basic", "oauth2"] | None = None
+    api_key: SecretStr | None = None
+    api_key_header: str = "X-Api-Key"
+    api_key_query: str | None = None
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    client_id: str | None = None
+    client_secret: SecretStr | None = None
+    token_url: str | None = None
+    scope: str | None = None
+    timeout_connect: _Seconds = 5.0
+    timeout_read: _Seconds = 10.0
+    timeout_write: _Seconds = 10.0
+    timeout_pool: _Seconds = 5.0
+    total_timeout_seconds: _Seconds | None = None
+    retry_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    breaker_recovery_seconds: _Seconds = 30.0
+    rate_limit: str | None = Field(default=None, description="Such as 100/second or 5000/hour.")
+    max_concurrent: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    cache_seconds: dict[str, Annotated[float, Field(gt=0, le=30 * 86400)]] = Field(
+        default_factory=dict, description="Seconds to cache each GET path template, as JSON."
+    )
+    stale_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    health_path: str | None = Field(default=None, pattern=r"^/")
+    max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100
+
+    def scheme(self) -> str:
+        """The authentication scheme in effect."""
+        if self.auth is not None:
+            return self.auth
+        if self.client_id and self.token_url:
+            return "oauth2"
+        if self.token is not None:
+            return "bearer"
+        if self.api_key is not None:
+            return "api_key"
+        if self.username is not None:
+            return "basic"
+        return "none"
+
+
+WebhookScheme = Literal["github", "stripe", "shopify", "slack", "twilio", "standard", "hmac"]
+
+
+class WebhookSettings(BaseModel):
+    """One webhook provider, from ``SEAWALL_WEBHOOKS__<NAME>__<KEY>`` variables.
+
+    ``<name>`` is the path segment (``POST /webhooks/<name>``); the signature
+    scheme is the name unless ``SCHEME`` says otherwise (two GitHub apps can be
+    ``github`` and ``github-ops``, both ``SCHEME=github``).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    secrets: Annotated[list[SecretStr], NoDecode] = Field(
+        default_factory=list,
+        description="Signing secrets, comma separated or a JSON list; any one may match.",
+    )
+    scheme: WebhookScheme | None = None
+    tolerance_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    rate_limit: str = Field(default="1000/second", description="Per-provider request rate.")
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="The URL the provider calls, when a proxy changes it (Twilio signs it).",
+    )
+    # The generic scheme (SCHEME=hmac): where the signature is and how it is made.
+    header: str | None = None
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    timestamp_header: str | None = None
+    id_header: str | None = None
+    template: str = "{body}"
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _split_secrets(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    def scheme_for(self, name: str) -> str:
+        """The signature scheme: ``scheme`` when set, else the provider's name."""
+        return self.scheme or name
 
 
 class Settings(BaseSettings):
@@ -57,6 +177,8 @@ class Settings(BaseSettings):
         extra="ignore",
         case_sensitive=False,
         validate_default=True,
+        # A secret file named seawall_webhooks__github__secrets sets one nested key.
+        secrets_nested_delimiter="__",
     )
 
     database_url: SecretStr = Field(
@@ -121,6 +243,50 @@ class Settings(BaseSettings):
         description="How long consumers remember processed message ids (the duplicate guard).",
     )
 
+    services: dict[str, ServiceSettings] = Field(
+        default_factory=dict,
+        description="External services, as SEAWALL_SERVICES__<NAME>__BASE_URL and friends.",
+    )
+    webhooks: dict[str, WebhookSettings] = Field(
+        default_factory=dict,
+        description="Webhook providers, as SEAWALL_WEBHOOKS__<NAME>__SECRETS and friends.",
+    )
+    webhook_dedup_days: Annotated[float, Field(gt=0, le=365)] = Field(
+        default=7.0,
+        description="How long delivery ids are remembered (providers retry for up to 3 days).",
+    )
+    health_interval_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
+        default=10.0, description="Seconds between background dependency checks."
+    )
+    alert_webhook_url: SecretStr | None = Field(
+        default=None,
+        description="Where a breaker opening is posted as JSON (Slack-compatible), if set.",
+    )
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """The usual sources, with secret files that may set one nested key each."""
+        return (
+            init_settings,
+            env_settings,
+            dotenv_settings,
+            NestedSecretsSettingsSource(file_secret_settings),
+        )
+
+    @field_validator("services", "webhooks", mode="before")
+    @classmethod
+    def _lower_names(cls, value: object) -> object:
+        if isinstance(value, dict):
+            return {str(name).lower(): config for name, config in value.items()}
+        return value
+
     @field_validator("consumer_modules", mode="before")
     @classmethod
     def _split_modules(cls, value: object) -> object:
@@ -164,7 +330,21 @@ class Settings(BaseSettings):
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, SecretStr):
-                value = mask_url(value.get_secret_value()) if name.endswith("_url") else str(value)
+                # A webhook URL's path is its secret: it shows as a secret whole.
+                plain_url = name.endswith("_url") and name != "alert_webhook_url"
+                value = mask_url(value.get_secret_value()) if plain_url else str(value)
+            elif name in {"services", "webhooks"}:
+                for member, config in value.items():
+                    for key, item in config.model_dump(exclude_none=True).items():
+                        shown: Any = item
+                        if isinstance(item, SecretStr):
+                            shown = str(item)
+                        elif isinstance(item, list):
+                            shown = [str(x) if isinstance(x, SecretStr) else x for x in item]
+                        elif key == "base_url":
+                            shown = mask_url(item)
+                        view[f"{ENV_PREFIX}{name.upper()}__{member.upper()}__{key.upper()}"] = shown
+                continue
             view[f"{ENV_PREFIX}{name.upper()}"] = value
         return view
 

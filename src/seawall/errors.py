@@ -8,10 +8,17 @@ as attributes and its message says what happened and what to do.
     ├── ConfigurationError          a setting is missing or invalid
     ├── DatabaseError               the database could not be reached or migrated
     │   └── MigrationError
+    ├── ExternalServiceError        a third-party service did not give a usable answer
+    │   ├── ServiceTimeout          it did not answer in time (connect, read, write, pool)
+    │   ├── ServiceUnavailable      a 5xx, or the connection failed
+    │   ├── ServiceRateLimited      a 429, with the delay it asked for
+    │   ├── ServiceClientError      a 4xx: the request was refused, with the provider's message
+    │   └── InvalidResponse         wrong content type, malformed JSON, or failed validation
     ├── IdempotencyError            an idempotency key cannot be honoured
     │   ├── IdempotencyKeyInFlight  the first request with this key is still running
     │   ├── IdempotencyKeyMismatch  the key was used with a different request body
     │   └── IdempotencyClaimLost    this run's key was taken over; its work must roll back
+    ├── InvalidSignature            a webhook request is not proven to come from its provider
     ├── MessagingError              the bus, the relay or a consumer could not do its job
     │   ├── PublishError            the broker did not take an event (``permanent`` or not)
     │   ├── Unprocessable           a handler says a message can never succeed: dead-letter it
@@ -36,10 +43,13 @@ __all__ = [
     "CircuitOpenError",
     "ConfigurationError",
     "DatabaseError",
+    "ExternalServiceError",
     "IdempotencyClaimLost",
     "IdempotencyError",
     "IdempotencyKeyInFlight",
     "IdempotencyKeyMismatch",
+    "InvalidResponse",
+    "InvalidSignature",
     "MessagingError",
     "MigrationError",
     "PublishError",
@@ -47,6 +57,10 @@ __all__ = [
     "ResilienceError",
     "RetryError",
     "SeawallError",
+    "ServiceClientError",
+    "ServiceRateLimited",
+    "ServiceTimeout",
+    "ServiceUnavailable",
     "StreamMismatch",
     "TimeoutExceeded",
     "Unprocessable",
@@ -77,6 +91,132 @@ class DatabaseError(SeawallError):
 
 class MigrationError(DatabaseError):
     """Applying the schema migrations failed."""
+
+
+class ExternalServiceError(SeawallError):
+    """A third-party service did not give a usable answer.
+
+    Attributes:
+        service: the `seawall.http.ExternalService`'s name.
+        method: the HTTP method of the call.
+        path: the path template of the call (``/customers/{id}``), never the query.
+        correlation_id: the ``X-Correlation-Id`` sent with the call, to find it in
+            the provider's logs and ours.
+        status: the HTTP status when the service answered (or the protocol's own
+            reply code, such as SMTP's 550, for a service that is not HTTP).
+        transient: whether trying again later can succeed (read by `Retry`).
+    """
+
+    transient = False
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        service: str,
+        method: str = "",
+        path: str = "",
+        correlation_id: str | None = None,
+        status: int | None = None,
+    ) -> None:
+        self.service = service
+        self.method = method
+        self.path = path
+        self.correlation_id = correlation_id
+        self.status = status
+        self.reason = reason
+        call = f" ({method} {path})" if method else ""
+        super().__init__(f"service {service!r}{call}: {reason}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_external, (type(self), str(self), dict(self.__dict__)))
+
+
+def _rebuild_external(
+    cls: type[ExternalServiceError], message: str, fields: dict[str, Any]
+) -> ExternalServiceError:
+    # The subclasses' constructors differ; rebuild from the message and the facts.
+    error = cls.__new__(cls)
+    SeawallError.__init__(error, message)
+    error.__dict__.update(fields)
+    return error
+
+
+class ServiceTimeout(ExternalServiceError):  # noqa: N818 - leaves name the condition
+    """The service did not answer in time.
+
+    Attributes:
+        phase: ``connect``, ``read``, ``write`` or ``pool`` (waiting for a free
+            connection of our own pool), or ``total``.
+    """
+
+    transient = True
+
+    def __init__(self, *, phase: str, seconds: float | None = None, **call: Any) -> None:
+        self.phase = phase
+        self.seconds = seconds
+        limit = f" of {seconds:g}s" if seconds is not None else ""
+        super().__init__(f"{phase} timeout{limit} exceeded; retry later", **call)
+
+
+class ServiceUnavailable(ExternalServiceError):  # noqa: N818 - leaves name the condition
+    """The service answered 5xx, or could not be reached at all (``status`` is None).
+
+    Attributes:
+        retry_after: the seconds a ``Retry-After`` header asked for, if any.
+    """
+
+    transient = True
+    retry_after: float | None = None
+
+
+class ServiceRateLimited(ExternalServiceError):  # noqa: N818 - leaves name the condition
+    """The service answered 429 Too Many Requests.
+
+    Attributes:
+        retry_after: the seconds it asked us to wait (``Retry-After``), if it said.
+    """
+
+    transient = True
+
+    def __init__(self, *, retry_after: float | None, **call: Any) -> None:
+        self.retry_after = retry_after
+        wait = f"; it asked us to wait {retry_after:g}s" if retry_after is not None else ""
+        super().__init__(f"rate limited (429){wait}", status=429, **call)
+
+
+class ServiceClientError(ExternalServiceError):
+    """The service refused the request with a 4xx; sending it again will not help.
+
+    Attributes:
+        provider_message: the message the provider gave, cut to 500 characters.
+        code: the provider's error code, when it gave one.
+    """
+
+    def __init__(
+        self,
+        *,
+        status: int,
+        provider_message: str | None = None,
+        code: str | None = None,
+        **call: Any,
+    ) -> None:
+        self.provider_message = provider_message
+        self.code = code
+        said = f": {provider_message}" if provider_message else ""
+        super().__init__(f"refused with {status}{said}", status=status, **call)
+
+
+class InvalidResponse(ExternalServiceError):  # noqa: N818 - leaves name the condition
+    """The service answered, but not with what we can use.
+
+    A wrong content type, malformed JSON, a body over the size limit, or a body
+    that fails validation into the expected model (``errors`` lists where).
+    """
+
+    def __init__(self, reason: str, *, errors: list[str] | None = None, **call: Any) -> None:
+        self.errors = errors or []
+        super().__init__(reason, **call)
 
 
 class IdempotencyError(SeawallError):
@@ -121,6 +261,40 @@ class IdempotencyClaimLost(IdempotencyError):  # noqa: N818 - leaves name the co
             "over by a retry; nothing was saved, check the key's outcome and retry",
             key=key,
         )
+
+
+class InvalidSignature(SeawallError):  # noqa: N818 - leaves name the condition
+    """A webhook request failed signature verification: do not act on it.
+
+    Raised by `seawall.webhooks.verify`. The message says what was wrong, never
+    a secret or the signature expected.
+
+    Attributes:
+        provider: the provider the request claimed to come from (``stripe``, or an
+            `HmacScheme`'s name).
+        reason: a code, one of `seawall.webhooks.REASONS`: ``missing_header``,
+            ``malformed_header``, ``header_too_large``, ``bad_signature`` (no
+            signature matches any secret), ``timestamp_out_of_tolerance`` (signed,
+            but too old or too far ahead: a replay or a clock out of sync),
+            ``no_secret`` (none configured), ``unknown_provider``, and for Twilio
+            ``unsigned_body``, ``malformed_body`` and ``body_hash_mismatch``.
+        header: the header concerned, when one is.
+        detail: what was found, in words.
+    """
+
+    def __init__(
+        self, *, provider: str, reason: str, detail: str = "", header: str | None = None
+    ) -> None:
+        self.provider = provider
+        self.reason = reason
+        self.detail = detail
+        self.header = header
+        said = f": {detail}" if detail else ""
+        super().__init__(f"webhook from {provider!r} rejected ({reason}){said}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        fields = {"provider": self.provider, "reason": self.reason}
+        return (_rebuild, (type(self), {**fields, "detail": self.detail, "header": self.header}))
 
 
 class MessagingError(SeawallError):

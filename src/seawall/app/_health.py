@@ -10,8 +10,19 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
 from seawall.app._state import ServiceState
+from seawall.config import Settings
+from seawall.db import Database
 from seawall.errors import DatabaseError
-from seawall.messaging import outbox_lag
+from seawall.health import (
+    DependencyResult,
+    FunctionCheck,
+    HealthCheck,
+    HealthMonitor,
+    ServiceCheck,
+    Status,
+)
+from seawall.http import ServiceRegistry
+from seawall.messaging import Messaging, outbox_lag
 
 router = APIRouter(tags=["health"])
 
@@ -65,10 +76,14 @@ def _ms_since(started: float) -> float:
 class Dependency(BaseModel):
     """The state of one dependency, as ``/health/dependencies`` reports it."""
 
-    status: Literal["ok", "degraded", "unavailable"]
+    status: Status
+    healthy: bool
     critical: bool
+    kind: str
+    checked_at: str
     latency_ms: float | None = None
     error: str | None = None
+    breaker: str | None = None
     details: dict[str, Any] = {}
     warnings: list[str] = []
 
@@ -76,7 +91,8 @@ class Dependency(BaseModel):
 class DependencyReport(BaseModel):
     """Every dependency with its state; ``status`` is the worst that matters."""
 
-    status: Literal["ok", "degraded", "unavailable"]
+    status: Status
+    checked_at: str
     dependencies: dict[str, Dependency]
 
 
@@ -91,75 +107,115 @@ OUTBOX_LAG_DEGRADED_SECONDS = 60.0
     summary="Each dependency's state",
 )
 async def dependencies(request: Request) -> JSONResponse:
-    """Report the database (critical), the message bus and the outbox (optional).
+    """Report every dependency from the last background check.
 
-    A critical dependency that is down makes the answer ``503`` and ``unavailable``;
-    an optional one makes it ``degraded`` (still ``200``): with the broker down the
-    API keeps accepting changes and their events wait in the outbox. Durability
-    risks of the broker (a stream in memory, one replica, acks not fsynced) are
-    listed as warnings.
+    The database is critical; the message bus, the outbox, Redis and each
+    external service declared optional degrade the service instead. A critical
+    dependency that is down makes the answer ``503`` and ``unhealthy``; an
+    optional one makes it ``degraded`` (still ``200``): with the broker down the
+    API keeps accepting changes and their events wait in the outbox. The checks
+    run every ``SEAWALL_HEALTH_INTERVAL_SECONDS``, so calling this often costs
+    nothing; ``checked_at`` says how fresh the answer is.
     """
     state = ServiceState.of(request)
-    report: dict[str, Dependency] = {}
-    started = time.perf_counter()
-    try:
-        await state.database.ping()
-        report["database"] = Dependency(status="ok", critical=True, latency_ms=_ms_since(started))
-    except DatabaseError as exc:
-        report["database"] = Dependency(
-            status="unavailable", critical=True, latency_ms=_ms_since(started), error=str(exc)
+    report = await state.health.report()
+    return JSONResponse(report.as_dict(), status_code=503 if report.status == "unhealthy" else 200)
+
+
+def build_monitor(
+    settings: Settings,
+    database: Database,
+    messaging: Messaging | None,
+    services: ServiceRegistry,
+    redis: Any = None,
+) -> HealthMonitor:
+    """The health monitor of the service: every dependency it has, checked in the background."""
+    checks: list[HealthCheck] = [
+        FunctionCheck("database", _database_probe(database), critical=True, kind="database")
+    ]
+    if messaging is not None:
+        checks.append(_BusCheck(messaging))
+    checks.append(_OutboxCheck(database))
+    if redis is not None:
+        checks.append(FunctionCheck("redis", _redis_probe(redis), critical=False, kind="redis"))
+    checks.extend(ServiceCheck(service) for service in services.values())
+    return HealthMonitor(checks, interval=settings.health_interval_seconds)
+
+
+def _database_probe(database: Database) -> Any:
+    async def probe() -> dict[str, Any]:
+        await database.ping()
+        return {"backend": database.dialect}
+
+    return probe
+
+
+def _redis_probe(redis: Any) -> Any:
+    async def probe() -> dict[str, Any]:
+        await redis.ping()
+        return {}
+
+    return probe
+
+
+class _BusCheck:
+    name = "bus"
+    critical = False
+    kind = "bus"
+
+    def __init__(self, messaging: Messaging) -> None:
+        self._messaging = messaging
+
+    async def check(self) -> DependencyResult:
+        started = time.perf_counter()
+        health = await self._messaging.health()
+        warnings = tuple(health.pop("durability_warnings", []))
+        error = health.pop("error", None)
+        up = health.pop("status", "down") == "up"
+        return DependencyResult(
+            self.name,
+            "healthy" if up else "unhealthy",
+            self.critical,
+            self.kind,
+            latency_ms=_ms_since(started),
+            error=None if up else (error or "the message bus is not connected"),
+            details=health,
+            warnings=warnings,
         )
-    if state.messaging is not None:
-        report["bus"] = await _bus_dependency(state)
-    if report["database"].status == "ok":
-        report["outbox"] = await _outbox_dependency(state)
-    overall: Literal["ok", "degraded", "unavailable"] = "ok"
-    for dependency in report.values():
-        if dependency.status != "ok":
-            if dependency.critical:
-                overall = "unavailable"
-                break
-            overall = "degraded"
-    body = DependencyReport(status=overall, dependencies=report)
-    return JSONResponse(
-        body.model_dump(exclude_none=True), status_code=503 if overall == "unavailable" else 200
-    )
 
 
-async def _bus_dependency(state: ServiceState) -> Dependency:
-    assert state.messaging is not None
-    started = time.perf_counter()
-    health = await state.messaging.health()
-    warnings = list(health.pop("durability_warnings", []))
-    error = health.pop("error", None)
-    up = health.pop("status", "down") == "up"
-    return Dependency(
-        status="ok" if up else "degraded",
-        critical=False,
-        latency_ms=_ms_since(started),
-        error=None if up else (error or "the message bus is not connected"),
-        details=health,
-        warnings=warnings,
-    )
+class _OutboxCheck:
+    name = "outbox"
+    critical = False
+    kind = "outbox"
 
+    def __init__(self, database: Database) -> None:
+        self._database = database
 
-async def _outbox_dependency(state: ServiceState) -> Dependency:
-    lag = await outbox_lag(state.database)
-    warnings = []
-    if lag.parked:
-        warnings.append(
-            f"{lag.parked} event(s) parked: the broker refused them; see `seawall outbox status`"
+    async def check(self) -> DependencyResult:
+        started = time.perf_counter()
+        lag = await outbox_lag(self._database)
+        warnings: tuple[str, ...] = ()
+        if lag.parked:
+            warnings = (
+                f"{lag.parked} event(s) parked: the broker refused them; "
+                "see `seawall outbox status`",
+            )
+        late = lag.oldest_age_seconds > OUTBOX_LAG_DEGRADED_SECONDS
+        return DependencyResult(
+            self.name,
+            "degraded" if late or lag.parked else "healthy",
+            self.critical,
+            self.kind,
+            latency_ms=_ms_since(started),
+            error=f"oldest unpublished event is {lag.oldest_age_seconds:.0f}s old"
+            if late
+            else None,
+            details={
+                "pending": lag.pending,
+                "oldest_age_seconds": round(lag.oldest_age_seconds, 3),
+                "retrying": lag.retrying,
+                "parked": lag.parked,
+            },
+            warnings=warnings,
         )
-    late = lag.oldest_age_seconds > OUTBOX_LAG_DEGRADED_SECONDS
-    return Dependency(
-        status="degraded" if late or lag.parked else "ok",
-        critical=False,
-        error=f"oldest unpublished event is {lag.oldest_age_seconds:.0f}s old" if late else None,
-        details={
-            "pending": lag.pending,
-            "oldest_age_seconds": round(lag.oldest_age_seconds, 3),
-            "retrying": lag.retrying,
-            "parked": lag.parked,
-        },
-        warnings=warnings,
-    )

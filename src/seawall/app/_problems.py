@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from http import HTTPStatus
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from sqlalchemy.exc import TimeoutError as PoolTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from seawall.errors import BulkheadFull, CircuitOpenError, ExternalServiceError, RateLimitExceeded
 from seawall.observability import current_correlation_id
 
 PROBLEM_JSON = "application/problem+json"
@@ -226,6 +228,46 @@ async def _on_database_unavailable(request: Request, exc: Exception) -> JSONResp
     )
 
 
+def _retry_after_header(seconds: float | None) -> dict[str, str]:
+    return {} if seconds is None else {"Retry-After": str(max(1, math.ceil(seconds)))}
+
+
+async def _on_external_service_error(request: Request, exc: Exception) -> JSONResponse:
+    # A critical third party failed and nothing degraded the answer: say which one
+    # and whether to retry. 503 when it is down or busy (retry later), 502 when it
+    # answered something we cannot use or refused a request we built.
+    assert isinstance(exc, ExternalServiceError)
+    retry_after = getattr(exc, "retry_after", None)
+    status = 503 if exc.transient else 502
+    log.warning(
+        "external_service_failed",
+        path=request.url.path,
+        service=exc.service,
+        error=type(exc).__name__,
+        reason=exc.reason,
+    )
+    return problem_response(
+        status,
+        "service-unavailable" if status == 503 else "bad-gateway",
+        f"the {exc.service!r} service failed: {exc.reason}",
+        instance=request.url.path,
+        headers=_retry_after_header(retry_after if status == 503 else None),
+    )
+
+
+async def _on_refused_by_policy(request: Request, exc: Exception) -> JSONResponse:
+    # An open circuit or an exhausted rate limit: the call was not even attempted.
+    retry_after = getattr(exc, "retry_after", None)
+    log.warning("dependency_refused", path=request.url.path, error=type(exc).__name__)
+    return problem_response(
+        503,
+        "service-unavailable",
+        f"a dependency is unavailable: {exc}",
+        instance=request.url.path,
+        headers=_retry_after_header(retry_after if retry_after is not None else 1.0),
+    )
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     """Make *app* answer every handled error with a problem document."""
     app.add_exception_handler(Problem, _on_problem)
@@ -233,3 +275,7 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(PoolTimeoutError, _on_database_unavailable)
     app.add_exception_handler(RequestValidationError, _on_validation)
     app.add_exception_handler(StarletteHTTPException, _on_http_exception)
+    app.add_exception_handler(ExternalServiceError, _on_external_service_error)
+    app.add_exception_handler(CircuitOpenError, _on_refused_by_policy)
+    app.add_exception_handler(RateLimitExceeded, _on_refused_by_policy)
+    app.add_exception_handler(BulkheadFull, _on_refused_by_policy)

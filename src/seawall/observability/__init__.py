@@ -23,6 +23,7 @@ from seawall.observability._correlation import (
 from seawall.observability._logging import configure_logging, mask_url, redact
 
 if TYPE_CHECKING:
+    from seawall.observability._metrics import shared_counter
     from seawall.observability._resilience import (
         PrometheusSubscriber,
         StructlogSubscriber,
@@ -33,6 +34,10 @@ _LAZY = frozenset({"PrometheusSubscriber", "StructlogSubscriber", "observe_resil
 
 
 def __getattr__(name: str) -> Any:
+    if name == "shared_counter":
+        from seawall.observability import _metrics  # noqa: PLC0415 - loaded on first use
+
+        return _metrics.shared_counter
     if name in _LAZY:
         from seawall.observability import _resilience  # noqa: PLC0415 - loaded on first use
 
@@ -53,5 +58,6 @@ __all__ = [
     "new_correlation_id",
     "observe_resilience",
     "redact",
+    "shared_counter",
     "valid_correlation_id",
 ]

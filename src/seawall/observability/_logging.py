@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import threading
 from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -36,7 +37,21 @@ _QUERY_SECRET = re.compile(
 )
 # Bearer and basic credentials that end up inside free text.
 _AUTH_VALUE = re.compile(r"\b(Bearer|Basic)\s+[A-Za-z0-9._~+/=\-]+", re.IGNORECASE)
+# Cheap first look: a string without any of these cannot hold what the three above match.
+_MAYBE_SECRET = re.compile(r"@|[?&][^=\s]*=|bearer|basic", re.IGNORECASE)
 _MAX_DEPTH = 6
+# Whether a key names a secret, remembered: log lines reuse a small set of keys.
+_SECRET_KEYS: dict[str, bool] = {}
+_SECRET_KEYS_LIMIT = 4096
+
+
+def _is_secret_key(key: str) -> bool:
+    known = _SECRET_KEYS.get(key)
+    if known is None:
+        known = _SECRET_KEY.search(key) is not None
+        if len(_SECRET_KEYS) < _SECRET_KEYS_LIMIT:
+            _SECRET_KEYS[key] = known
+    return known
 
 
 def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
@@ -48,9 +63,11 @@ def redact(value: Any, *, key: str | None = None, _depth: int = 0) -> Any:
     """
     if isinstance(value, SecretStr | SecretBytes):
         return REDACTED
-    if key is not None and _SECRET_KEY.search(key) and value is not None:
+    if key is not None and value is not None and _is_secret_key(key):
         return REDACTED
     if isinstance(value, str):
+        if _MAYBE_SECRET.search(value) is None:
+            return value
         value = _URL_PASSWORD.sub(r"\g<prefix>***@", value)
         value = _QUERY_SECRET.sub(r"\g<prefix>***", value)
         return _AUTH_VALUE.sub(lambda m: f"{m.group(1)} {REDACTED}", value)
@@ -91,10 +108,17 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc, query=query))
 
 
+# Values of these types hold no secret and need no look (the common case).
+_PLAIN = (int, float, bool, type(None))
+
+
 def _redact_processor(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
     redacted: MutableMapping[str, Any] = {}
     for k, v in event_dict.items():
-        redacted[k] = redact(v, key=None if k == "event" else k)
+        if isinstance(v, _PLAIN) and (k == "event" or not _is_secret_key(k)):
+            redacted[k] = v
+        else:
+            redacted[k] = redact(v, key=None if k == "event" else k)
     return dict(redacted)
 
 
@@ -140,13 +164,50 @@ def configure_logging(level: str = "info", *, stream: TextIO | None = None) -> N
     # At DEBUG, aiosqlite logs every statement with its parameters: request bodies,
     # idempotency keys and stored responses, which must never reach the logs.
     logging.getLogger("aiosqlite").setLevel(max(numeric, logging.INFO))
+    # httpx logs every request at INFO with its full URL, query included (where an
+    # API key may sit). ExternalService logs each call itself, path template only.
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(max(numeric, logging.WARNING))
+    # structlog's own loggers skip the standard library: a level check that is a
+    # no-op method, then the processors and one write of the rendered line (a
+    # third of the cost of going through a LogRecord and a Formatter).
+    target = stream or sys.stdout
     structlog.configure(
         processors=[
-            structlog.stdlib.filter_by_level,
-            *_shared_processors(),
-            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            _add_logger_name,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.processors.format_exc_info,
+            _redact_processor,
+            structlog.processors.JSONRenderer(),
         ],
-        logger_factory=structlog.stdlib.LoggerFactory(),
-        wrapper_class=structlog.stdlib.BoundLogger,
+        logger_factory=lambda *args: _LineWriter(args[0] if args else None, target),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric),
         cache_logger_on_first_use=False,
     )
+
+
+class _LineWriter:
+    """What structlog's loggers write through: one rendered line per call, under a lock."""
+
+    __slots__ = ("name", "stream")
+    _lock = threading.Lock()
+
+    def __init__(self, name: object, stream: TextIO) -> None:
+        self.name = name if isinstance(name, str) else None
+        self.stream = stream
+
+    def msg(self, line: str) -> None:
+        with self._lock:
+            self.stream.write(line + "\n")
+            self.stream.flush()
+
+    debug = info = warning = warn = error = critical = exception = fatal = log = msg
+
+
+def _add_logger_name(logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
+    name = getattr(logger, "name", None)
+    if name is not None:
+        event_dict["logger"] = name
+    return event_dict
