@@ -1,4 +1,4 @@
-"""The ``seawall`` command line: serve, relay, worker, dlq, outbox, migrate, config, version."""
+"""The ``seawall`` command line: serve, relay, worker, dlq, outbox, webhooks, migrate, config."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import json
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -19,7 +20,7 @@ from sqlalchemy.exc import SQLAlchemyError
 import seawall
 from seawall.config import LogLevel, Settings, load_settings
 from seawall.db import Database, current_revision, head_revision, migrate, require_schema
-from seawall.errors import ConfigurationError, DatabaseError
+from seawall.errors import ConfigurationError, DatabaseError, SeawallError
 from seawall.observability import configure_logging
 
 T = TypeVar("T")
@@ -42,6 +43,10 @@ dlq_app = typer.Typer(
 app.add_typer(dlq_app, name="dlq")
 outbox_app = typer.Typer(help="The transactional outbox: lag, parked events.", no_args_is_help=True)
 app.add_typer(outbox_app, name="outbox")
+webhooks_app = typer.Typer(
+    help="Stored webhook deliveries: list, show, replay.", no_args_is_help=True
+)
+app.add_typer(webhooks_app, name="webhooks")
 
 _err = Console(stderr=True)
 
@@ -291,6 +296,166 @@ def dlq_purge(
         raise typer.Exit(1)
     count = _with_database(lambda db: DeadLetters(db).purge(ids or None, consumer=consumer))
     typer.echo(f"{count} dead letter(s) purged")
+
+
+def _webhook_filter(
+    provider: str | None, event_type: str | None, status: str | None, since: str | None
+) -> Any:
+    from seawall.webhooks import WebhookFilter  # noqa: PLC0415
+
+    try:
+        start = None if since is None else datetime.fromisoformat(since)
+        if start is not None and start.tzinfo is None:
+            start = start.replace(tzinfo=UTC)
+        return WebhookFilter(provider=provider, event_type=event_type, status=status, since=start)
+    except ValueError as exc:
+        _fail(str(exc))
+
+
+_PROVIDER = Annotated[str | None, typer.Option(help="Only this provider.")]
+_TYPE = Annotated[str | None, typer.Option("--type", help="Event type; * matches anything.")]
+_STATUS = Annotated[
+    str | None, typer.Option(help="received, processed, ignored, parked or failed.")
+]
+_SINCE = Annotated[str | None, typer.Option(help="Received at or after (ISO 8601, UTC).")]
+
+
+@webhooks_app.command("list")
+def webhooks_list(
+    provider: _PROVIDER = None,
+    event_type: _TYPE = None,
+    status: _STATUS = None,
+    since: _SINCE = None,
+    limit: Annotated[int, typer.Option(min=1, max=10_000)] = 50,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """List stored webhook deliveries, newest first."""
+    from seawall.webhooks import WebhookLog  # noqa: PLC0415
+
+    selection = _webhook_filter(provider, event_type, status, since)
+    found = _with_database(lambda db: WebhookLog(db).list(selection, limit=limit))
+    if as_json:
+        for item in found:
+            typer.echo(json.dumps(item.summary()))
+        return
+    table = Table("id", "provider", "type", "status", "attempts", "received", "error")
+    for item in found:
+        table.add_row(
+            item.id,
+            item.provider,
+            item.event_type or "-",
+            item.status,
+            str(item.attempts),
+            item.received_at.strftime("%Y-%m-%d %H:%M:%S"),
+            (item.last_error or "")[:50],
+        )
+    Console().print(table)
+    if not found:
+        typer.echo("no webhook deliveries")
+
+
+@webhooks_app.command("show")
+def webhooks_show(webhook_id: Annotated[str, typer.Argument(help="The delivery's id.")]) -> None:
+    """Print one stored delivery as JSON, with its headers and body."""
+    from seawall.webhooks import WebhookLog  # noqa: PLC0415
+
+    found = _with_database(lambda db: WebhookLog(db).get(webhook_id))
+    if found is None:
+        _fail(f"no webhook delivery {webhook_id!r}", code=1)
+    typer.echo(json.dumps(found.detail(), indent=2))
+
+
+@webhooks_app.command("replay")
+def webhooks_replay(
+    ids: Annotated[list[str] | None, typer.Argument(help="Delivery ids.")] = None,
+    provider: _PROVIDER = None,
+    event_type: _TYPE = None,
+    status: _STATUS = None,
+    since: _SINCE = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Run the handlers even if already processed.")
+    ] = False,
+) -> None:
+    """Run processing again (not verification); a running worker does it, once each."""
+    from seawall.webhooks import WebhookLog  # noqa: PLC0415
+
+    selection = _webhook_filter(provider, event_type, status, since)
+    if not ids and selection.empty:
+        _fail("name delivery ids, or filter with --provider, --type, --status or --since")
+    count = _with_database(lambda db: WebhookLog(db).replay(ids or None, selection, force=force))
+    typer.echo(f"{count} webhook delivery(ies) queued for replay")
+
+
+@webhooks_app.command("recover")
+def webhooks_recover(
+    source: Annotated[str, typer.Argument(help="github or stripe.")],
+    since: Annotated[str, typer.Option(help="Start of the window (ISO 8601, UTC).")],
+    provider: Annotated[
+        str | None, typer.Option(help="The webhook provider to store under (default: SOURCE).")
+    ] = None,
+    service: Annotated[
+        str | None,
+        typer.Option(help="The SEAWALL_SERVICES__<NAME> of the provider's API (default: SOURCE)."),
+    ] = None,
+    repo: Annotated[str | None, typer.Option(help="GitHub: owner/name of the repository.")] = None,
+    hook_id: Annotated[
+        int | None, typer.Option(help="GitHub: the repository webhook's id.")
+    ] = None,
+    event_type: Annotated[
+        str | None, typer.Option("--type", help="Stripe: only this type.")
+    ] = None,
+) -> None:
+    """Fetch deliveries that never arrived from the provider's API and store them.
+
+    They take the same dedupe, store and process path as a delivery that
+    arrived; those already stored are counted as duplicates.
+    """
+    from seawall.app._webhooks import build_webhooks  # noqa: PLC0415
+    from seawall.http import service_from_settings  # noqa: PLC0415
+    from seawall.webhooks import (  # noqa: PLC0415
+        WebhookProvider,
+        recover_github,
+        recover_stripe,
+    )
+
+    if source not in {"github", "stripe"}:
+        _fail("SOURCE must be github or stripe")
+    if source == "github" and (repo is None or hook_id is None):
+        _fail("github needs --repo owner/name and --hook-id")
+    start = _webhook_filter(None, None, None, since).since
+    assert start is not None
+    settings = _settings()
+    api_name = service or source
+    api_settings = settings.services.get(api_name)
+    if api_settings is None:
+        _fail(
+            f"no SEAWALL_SERVICES__{api_name.upper()}__BASE_URL: the {source} API is not declared"
+        )
+    name = provider or source
+
+    async def work(database: Database) -> dict[str, Any]:
+        receiver, _ = build_webhooks(settings, database)
+        target = receiver.providers.get(name) or WebhookProvider(
+            name=name, scheme=source, secrets=()
+        )
+        async with service_from_settings(api_name, api_settings) as api:
+            if source == "github":
+                assert repo is not None
+                assert hook_id is not None
+                report = await recover_github(
+                    api, receiver, target, repository=repo, hook_id=hook_id, since=start
+                )
+            else:
+                report = await recover_stripe(api, receiver, target, since=start, types=event_type)
+        return report.as_dict()
+
+    try:
+        counts = _with_database(work)
+    except SeawallError as exc:
+        _fail(str(exc), code=1)
+    except ValueError as exc:
+        _fail(str(exc))
+    typer.echo(json.dumps(counts))
 
 
 @outbox_app.command("status")

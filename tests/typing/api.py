@@ -104,3 +104,75 @@ async def uses_resilience() -> None:
     value: float = await stacked("abc")
     direct: int = await Retry().call(call_payment_gateway, "x")
     print(paid, raw, body, product, price, value, direct)
+
+
+# --- outbound HTTP: a model= call returns that model; partial results keep their type ----------
+
+from pydantic import BaseModel  # noqa: E402 - grouped with the code it proves
+
+from seawall.health import HealthMonitor, HealthReport, ServiceCheck  # noqa: E402
+from seawall.http import (  # noqa: E402
+    ExternalService,
+    OAuth2ClientCredentials,
+    PartialResults,
+    ServiceRegistry,
+    ServiceResponse,
+    Timeouts,
+    gather_partial,
+)
+from seawall.testing import EchoServer, FakeCRM  # noqa: E402
+
+
+class Ticket(BaseModel):
+    id: str
+
+
+async def uses_http_api() -> None:
+    auth = OAuth2ClientCredentials(token_url="https://a/token", client_id="c", client_secret="s")
+    async with ExternalService(
+        "crm", "https://crm.example.com", auth=auth, timeouts=Timeouts()
+    ) as crm:
+        ticket: Ticket = await crm.request(
+            "GET", "/tickets/{id}", path_params={"id": 1}, model=Ticket
+        )
+        raw: ServiceResponse = await crm.request("GET", "/tickets")
+        assert ticket.id
+        assert raw.ok
+        page: PartialResults[Ticket] = await gather_partial(
+            {"a": crm.request("GET", "/a", model=Ticket)}, timeout=1.0
+        )
+        assert page.complete
+        report: HealthReport = await HealthMonitor([ServiceCheck(crm)]).run_once()
+        assert report.status in {"healthy", "degraded", "unhealthy"}
+    services = ServiceRegistry({"crm": crm})
+    assert services["crm"] is crm
+    with EchoServer() as echo, FakeCRM(token_lifetime=60.0) as fake:
+        assert echo.url
+        assert fake.url
+
+
+# --- webhooks: verification is pure; the receiver, processor and log are typed ----------------
+
+from seawall.webhooks import (  # noqa: E402
+    AwaitingRecord,
+    HmacScheme,
+    WebhookEvent,
+    WebhookFilter,
+    WebhookHandlers,
+    WebhookLog,
+    verify,
+)
+
+
+async def uses_webhooks_api(database: Database, session: AsyncSession) -> None:
+    verify("github", {"X-Hub-Signature-256": "sha256=00"}, b"{}", ["secret"], tolerance=300)
+    verify(HmacScheme(header="X-Sig", prefix="sha256="), {}, b"", ["s"], now=1.0)
+    handlers = WebhookHandlers()
+
+    @handlers.on("stripe", ["charge.*"])
+    async def on_charge(event: WebhookEvent, session: AsyncSession) -> None:
+        if event.type is None:
+            raise AwaitingRecord("not yet", waiting_for="case:1")
+
+    found = await WebhookLog(database).list(WebhookFilter(provider="stripe"), limit=10)
+    assert all(item.status for item in found)

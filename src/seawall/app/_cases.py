@@ -22,12 +22,14 @@ from seawall.app._domain import (
     Status,
     transition_allowed,
 )
+from seawall.app._events import case_created, case_updated, field_changes
 from seawall.app._idempotent import idempotency_key, run_idempotent
+from seawall.app._payments import release_for_case
 from seawall.app._problems import FieldError, Problem, ProblemDetails
 from seawall.app._state import ServiceState
-from seawall.messaging import Event, Outbox
+from seawall.app.consumers import webhook_processor
+from seawall.messaging import Outbox
 
-EVENT_SOURCE = "/seawall/cases"
 MAX_PAGE = 1_000_000
 
 _PROBLEM = {"model": ProblemDetails, "content": {"application/problem+json": {}}}
@@ -89,15 +91,9 @@ async def create_case(
 
     async def work(session: AsyncSession) -> JSONResponse:
         case = await repo.insert_case(session, body)
-        await outbox.add(
-            session,
-            Event.create(
-                "case.created",
-                source=EVENT_SOURCE,
-                subject=case.id,
-                data=jsonable_encoder(case),
-            ),
-        )
+        # Webhooks that arrived before this case (a payment for it) go on now.
+        await release_for_case(webhook_processor, session, case)
+        await outbox.add(session, case_created(case))
         return _case_response(case, 201)
 
     return await run_idempotent(
@@ -273,21 +269,7 @@ async def patch_case(
                 "stale-version",
                 "the case changed while this request ran; GET it again and retry",
             )
-        await outbox.add(
-            session,
-            Event.create(
-                "case.updated",
-                source=EVENT_SOURCE,
-                subject=case.id,
-                data={
-                    "case": jsonable_encoder(updated),
-                    "changes": {
-                        name: {"from": getattr(case, name).value, "to": value}
-                        for name, value in changes.items()
-                    },
-                },
-            ),
-        )
+        await outbox.add(session, case_updated(updated, field_changes(case, changes)))
         return _case_response(updated)
 
     return await run_idempotent(

@@ -6,21 +6,27 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 import structlog
 from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 import seawall
-from seawall.app import _cases, _health
+from seawall.app import _cases, _health, _webhooks
+from seawall.app._health import build_monitor
 from seawall.app._middleware import RequestContextMiddleware
 from seawall.app._problems import install_problem_handlers
 from seawall.app._state import ServiceState
+from seawall.app._webhooks import build_webhooks, webhook_maintenance
 from seawall.config import Settings, load_settings
 from seawall.db import Database, migrate, require_schema
 from seawall.errors import DatabaseError
+from seawall.health import BreakerAlerts
+from seawall.http import ExternalService, ServiceRegistry
 from seawall.idempotency import IdempotencyStore
 from seawall.messaging import Messaging
+from seawall.resilience import Retry
 
 log = structlog.get_logger("seawall.app")
 
@@ -61,34 +67,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
             except DatabaseError as exc:
                 log.error("service_start_failed", error=str(exc))
                 raise
-            store = IdempotencyStore(
-                db,
-                ttl=settings.idempotency_ttl_seconds,
-                lock_timeout=settings.idempotency_lock_seconds,
-            )
-            messaging = None
-            if settings.relay or settings.worker:
-                messaging = Messaging(settings, db, relay=settings.relay, worker=settings.worker)
-            app.state.seawall = ServiceState(
-                settings=settings, database=db, idempotency=store, messaging=messaging
-            )
-            purger = asyncio.create_task(_purge_forever(store), name="seawall-idempotency-purge")
-            if messaging is not None:
-                await messaging.start()
-            log.info(
-                "service_started",
-                version=seawall.__version__,
-                database=repr(db),
-                messaging=repr(messaging),
-            )
-            try:
+            async with _running(app, settings, db):
                 yield
-            finally:
-                if messaging is not None:
-                    await messaging.stop()
-                purger.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await purger
         finally:
             if owned:
                 await db.dispose()
@@ -104,7 +84,91 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
     app.include_router(_cases.router)
     app.include_router(_health.router)
+    app.include_router(_webhooks.router)
     return app
+
+
+@asynccontextmanager
+async def _running(app: FastAPI, settings: Settings, db: Database) -> AsyncIterator[None]:
+    """Start everything the service runs on top of its database; stop it on exit."""
+    store = IdempotencyStore(
+        db,
+        ttl=settings.idempotency_ttl_seconds,
+        lock_timeout=settings.idempotency_lock_seconds,
+    )
+    messaging = None
+    if settings.relay or settings.worker:
+        messaging = Messaging(settings, db, relay=settings.relay, worker=settings.worker)
+    redis = _redis(settings)
+    services = ServiceRegistry.from_settings(settings.services, redis=redis)
+    receiver, limits = build_webhooks(settings, db, redis)
+    alerts = _alerts(settings).attach()
+    health = build_monitor(settings, db, messaging, services, redis)
+    app.state.seawall = ServiceState(
+        settings=settings,
+        database=db,
+        idempotency=store,
+        health=health,
+        services=services,
+        webhooks=receiver,
+        webhook_limits=limits,
+        messaging=messaging,
+    )
+    purger = asyncio.create_task(_purge_forever(store), name="seawall-idempotency-purge")
+    webhook_upkeep = asyncio.create_task(
+        webhook_maintenance(db, receiver), name="seawall-webhook-maintenance"
+    )
+    try:
+        services.open()
+        if messaging is not None:
+            await messaging.start()
+        await health.start()
+        log.info(
+            "service_started",
+            version=seawall.__version__,
+            database=repr(db),
+            messaging=repr(messaging),
+            services=sorted(services),
+        )
+        yield
+    finally:
+        await health.stop()
+        if messaging is not None:
+            await messaging.stop()
+        for task in (purger, webhook_upkeep):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await alerts.aclose()
+        await services.aclose()
+        if alerts.webhook is not None:
+            await alerts.webhook.aclose()
+        if redis is not None:
+            await redis.aclose()
+
+
+def _redis(settings: Settings) -> Any:
+    if settings.redis_url is None:
+        return None
+    import redis.asyncio  # noqa: PLC0415 - only a service configured with Redis loads it
+
+    return redis.asyncio.Redis.from_url(settings.redis_url.get_secret_value())
+
+
+def _alerts(settings: Settings) -> BreakerAlerts:
+    """Breaker alerts, posted to ``SEAWALL_ALERT_WEBHOOK_URL`` when it is set."""
+    if settings.alert_webhook_url is None:
+        return BreakerAlerts()
+    # The whole URL is the base, called with an empty path: a webhook's path is
+    # its secret, and logs show the path of each call.
+    webhook = ExternalService(
+        "ops-alerts",
+        settings.alert_webhook_url.get_secret_value(),
+        critical=False,
+        retry=Retry(max_attempts=3, name="ops-alerts", budget=False),
+        breaker=False,
+    )
+    return BreakerAlerts(webhook, path="")
 
 
 async def _purge_forever(store: IdempotencyStore) -> None:

@@ -8,8 +8,12 @@ from fastapi import Request
 
 from seawall.config import Settings
 from seawall.db import Database
+from seawall.health import HealthMonitor
+from seawall.http import ServiceRegistry
 from seawall.idempotency import IdempotencyStore
 from seawall.messaging import Messaging
+from seawall.resilience import RateLimit
+from seawall.webhooks import WebhookReceiver
 
 
 @dataclass(slots=True)
@@ -19,6 +23,10 @@ class ServiceState:
     settings: Settings
     database: Database
     idempotency: IdempotencyStore
+    health: HealthMonitor
+    services: ServiceRegistry
+    webhooks: WebhookReceiver
+    webhook_limits: dict[str, RateLimit]
     messaging: Messaging | None = None
 
     @staticmethod

@@ -3,6 +3,8 @@
 ``activity__from_cases`` turns every case event into a line of the case's
 timeline (``GET /cases/{id}/activity``). It is the service's proof that the
 outbox, the relay, the bus and the inbox carry each event exactly once.
+``webhooks__processor`` runs the handlers of each stored webhook delivery; the
+service's own turns GitHub ``issues`` events into cases.
 Deployments add their own modules with ``SEAWALL_CONSUMER_MODULES``.
 """
 
@@ -13,10 +15,30 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from seawall.app._github import issue_to_case
+from seawall.app._payments import payment_to_case
 from seawall.db import case_activity
 from seawall.messaging import Event, Unprocessable, consumer
+from seawall.webhooks import WebhookHandlers, WebhookProcessor
 
 ACTIVITY_CONSUMER = "activity__from_cases"
+WEBHOOK_CONSUMER = "webhooks__processor"
+
+webhook_handlers = WebhookHandlers()
+"""The service's webhook handlers, by provider and event type."""
+webhook_processor = WebhookProcessor(webhook_handlers)
+"""Runs them for each stored delivery; parks the ones whose record is not there yet."""
+
+# GitHub issues become cases (provider "github": SEAWALL_WEBHOOKS__GITHUB__SECRETS);
+# Stripe payments update the payment state of the case they name (provider "stripe").
+webhook_handlers.add("github", "issues.*", issue_to_case)
+webhook_handlers.add("stripe", ["payment_intent.*", "charge.*"], payment_to_case)
+
+
+@consumer(durable=WEBHOOK_CONSUMER, subjects=["seawall.webhooks.webhook.>"])
+async def process_webhook(event: Event, session: AsyncSession) -> None:
+    """Run the handlers of a stored webhook delivery (received, retried or replayed)."""
+    await webhook_processor.process(event, session)
 
 
 @consumer(durable=ACTIVITY_CONSUMER, subjects=["seawall.cases.case.>"])

@@ -23,6 +23,8 @@ from seawall.db._tables import (
     leases,
     metadata,
     outbox,
+    webhook_dedup,
+    webhook_events,
 )
 
 __all__ = [
@@ -44,4 +46,6 @@ __all__ = [
     "normalize_url",
     "outbox",
     "require_schema",
+    "webhook_dedup",
+    "webhook_events",
 ]

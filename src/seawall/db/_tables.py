@@ -188,3 +188,47 @@ case_activity = sa.Table(
     sa.Column("recorded_at", UTCDateTime(), nullable=False),
     sa.Index("ix_case_activity_case_id_occurred_at", "case_id", "occurred_at"),
 )
+
+webhook_events = sa.Table(
+    "webhook_events",
+    metadata,
+    # Every verified webhook delivery, stored in the transaction that also writes
+    # its ``webhook.received`` outbox event: the event log behind replay.
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("provider", sa.String(64), nullable=False),
+    sa.Column("delivery_id", sa.String(200), nullable=True),
+    sa.Column("event_type", sa.String(200), nullable=True),
+    # The body exactly as it arrived (the signature covered these bytes).
+    sa.Column("body", sa.LargeBinary(), nullable=False),
+    sa.Column("body_sha256", sa.String(64), nullable=False),
+    # The delivery's headers minus signatures and credentials.
+    sa.Column("headers", sa.JSON(), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer(), nullable=False),
+    sa.Column("last_error", sa.Text(), nullable=True),
+    sa.Column("correlation_id", sa.String(128), nullable=True),
+    sa.Column("received_at", UTCDateTime(), nullable=False),
+    sa.Column("processed_at", UTCDateTime(), nullable=True),
+    # Retry-and-park: when a parked event is tried again, and the record it waits
+    # for (``case:<id>``), whose appearance releases it at once.
+    sa.Column("next_attempt_at", UTCDateTime(), nullable=True),
+    sa.Column("waiting_for", sa.String(200), nullable=True),
+    sa.CheckConstraint(
+        "status IN ('received', 'processed', 'failed', 'parked', 'ignored')", name="status"
+    ),
+    sa.Index("ix_webhook_events_provider_received_at", "provider", "received_at"),
+    sa.Index("ix_webhook_events_status_next_attempt_at", "status", "next_attempt_at"),
+    sa.Index("ix_webhook_events_waiting_for", "waiting_for"),
+)
+
+webhook_dedup = sa.Table(
+    "webhook_dedup",
+    metadata,
+    # The keys a delivery is recognised by (its delivery id and, for providers that
+    # do not sign one, the hash of its body), kept for SEAWALL_WEBHOOK_DEDUP_DAYS.
+    sa.Column("provider", sa.String(64), primary_key=True),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("webhook_id", sa.String(36), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_webhook_dedup_expires_at", "expires_at"),
+)
