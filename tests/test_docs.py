@@ -146,3 +146,25 @@ def test_readme_lists_every_setting() -> None:
     documented = set(re.findall(r"^\| `(SEAWALL_[A-Z_]+)` \|", configuration, re.M))
 
     assert {f"{ENV_PREFIX}{name.upper()}" for name in Settings.model_fields} <= documented
+
+
+def test_the_configuration_reference_is_generated_from_the_settings() -> None:
+    from seawall._config_reference import reference_markdown
+
+    written = (ROOT / "docs" / "configuration.md").read_text(encoding="utf-8")
+
+    assert written == reference_markdown(), "run: seawall config reference > docs/configuration.md"
+
+
+def test_every_setting_says_what_it_does() -> None:
+    from seawall._config_reference import reference_rows
+
+    rows = reference_rows()
+
+    assert [row.variable for row in rows if not row.description] == []
+    assert {"SEAWALL_SERVICES__<NAME>__BASE_URL", "SEAWALL_SYNC__CRM__PAGE_SIZE"} <= {
+        row.variable for row in rows
+    }
+    secrets = {row.variable for row in rows if row.secret}
+    assert {"SEAWALL_DATABASE_URL", "SEAWALL_WEBHOOKS__<NAME>__SECRETS"} <= secrets
+    assert "SEAWALL_HOST" not in secrets

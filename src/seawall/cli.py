@@ -18,6 +18,9 @@ from rich.table import Table
 from sqlalchemy.exc import SQLAlchemyError
 
 import seawall
+from seawall.cli_admin import admin_app, status
+from seawall.cli_demo import demo_command
+from seawall.cli_import import import_command
 from seawall.config import LogLevel, Settings, load_settings
 from seawall.db import Database, current_revision, head_revision, migrate, require_schema
 from seawall.errors import ConfigurationError, DatabaseError, SeawallError
@@ -47,6 +50,12 @@ webhooks_app = typer.Typer(
     help="Stored webhook deliveries: list, show, replay.", no_args_is_help=True
 )
 app.add_typer(webhooks_app, name="webhooks")
+sync_app = typer.Typer(help="Pull changes from external systems into cases.", no_args_is_help=True)
+app.add_typer(sync_app, name="sync")
+app.command("import")(import_command)
+app.command("demo")(demo_command)
+app.add_typer(admin_app, name="admin")
+app.command("status")(status)
 
 _err = Console(stderr=True)
 
@@ -149,7 +158,15 @@ def _run_messaging(*, relay: bool, worker: bool) -> None:
         database = _database(settings)
         try:
             await require_schema(database)
-            messaging = Messaging(settings, database, relay=relay, worker=worker)
+            from seawall.app._sync import consumers_with_crm  # noqa: PLC0415 - the CRM bridge
+
+            messaging = Messaging(
+                settings,
+                database,
+                relay=relay,
+                worker=worker,
+                consumers=consumers_with_crm(settings),
+            )
             main = asyncio.current_task()
             assert main is not None
             loop = asyncio.get_running_loop()
@@ -505,6 +522,31 @@ def config_show(
     for key, value in view.items():
         table.add_row(key, "(unset)" if value is None else str(value))
     Console().print(table)
+
+
+@config_app.command("reference")
+def config_reference() -> None:
+    """Print every setting with its type, default and meaning, as Markdown."""
+    from seawall._config_reference import reference_markdown  # noqa: PLC0415
+
+    typer.echo(reference_markdown(), nl=False)
+
+
+@sync_app.command("crm")
+def sync_crm(
+    full: Annotated[
+        bool, typer.Option("--full", help="Read the whole feed; resumes a full sync that stopped.")
+    ] = False,
+    restart: Annotated[
+        bool, typer.Option("--restart", help="With --full: start the full sync over.")
+    ] = False,
+) -> None:
+    """Apply the CRM's changes since the last sync to cases, with a progress bar."""
+    from seawall.app._sync import sync_crm_command  # noqa: PLC0415 - keeps other commands fast
+
+    code = sync_crm_command(_settings(), full=full, restart=restart)
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()

@@ -20,7 +20,16 @@ import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     NestedSecretsSettingsSource,
@@ -35,9 +44,14 @@ from seawall.observability import mask_url
 __all__ = [
     "DEFAULT_DATABASE_URL",
     "ENV_PREFIX",
+    "AdminSettings",
+    "CrmSyncSettings",
     "LogLevel",
     "ServiceSettings",
     "Settings",
+    "StorageSettings",
+    "SyncSettings",
+    "TracingSettings",
     "WebhookScheme",
     "WebhookSettings",
     "load_settings",
@@ -63,7 +77,7 @@ class ServiceSettings(BaseModel):
     or the ``API_KEY_QUERY`` parameter), ``USERNAME`` HTTP basic.
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     base_url: str = Field(pattern=r"^https?://[^\s]+$", description="The API's root URL.")
     critical: bool = Field(
@@ -71,32 +85,55 @@ class ServiceSettings(BaseModel):
         description="Whether the service is needed to work (unhealthy) or optional (degraded).",
     )
     auth: Literal["none", "bearer", "api_key", "basic", "oauth2"] | None = None
+    """The authentication scheme; inferred from the credentials set when unset."""
     api_key: SecretStr | None = None
+    """An API key, sent in API_KEY_HEADER (or the API_KEY_QUERY parameter)."""
     api_key_header: str = "X-Api-Key"
+    """The header that carries API_KEY."""
     api_key_query: str | None = None
+    """Send API_KEY as this query parameter instead of a header (never logged)."""
     token: SecretStr | None = None
+    """A bearer token."""
     username: str | None = None
+    """HTTP basic user name (with PASSWORD)."""
     password: SecretStr | None = None
+    """HTTP basic password."""
     client_id: str | None = None
+    """OAuth 2.0 client credentials: the client id (with CLIENT_SECRET and TOKEN_URL)."""
     client_secret: SecretStr | None = None
+    """OAuth 2.0 client secret."""
     token_url: str | None = None
+    """OAuth 2.0 token endpoint; tokens are cached until shortly before they expire."""
     scope: str | None = None
+    """OAuth 2.0 scope to ask for."""
     timeout_connect: _Seconds = 5.0
+    """Seconds to open a connection."""
     timeout_read: _Seconds = 10.0
+    """Seconds to wait for each read of the answer."""
     timeout_write: _Seconds = 10.0
+    """Seconds to wait for each write of the request."""
     timeout_pool: _Seconds = 5.0
+    """Seconds to wait for a free pooled connection."""
     total_timeout_seconds: _Seconds | None = None
+    """Deadline for a call with all its retries."""
     retry_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    """Attempts per idempotent call (1 turns retries off); Retry-After is honoured."""
     breaker_failures: Annotated[int, Field(ge=1, le=1000)] = 5
+    """Consecutive failures that open the circuit breaker."""
     breaker_recovery_seconds: _Seconds = 30.0
+    """How long the breaker stays open before one trial call."""
     rate_limit: str | None = Field(default=None, description="Such as 100/second or 5000/hour.")
     max_concurrent: Annotated[int, Field(ge=1, le=10_000)] | None = None
+    """Bulkhead: calls in flight at once (ten times as many may queue)."""
     cache_seconds: dict[str, Annotated[float, Field(gt=0, le=30 * 86400)]] = Field(
         default_factory=dict, description="Seconds to cache each GET path template, as JSON."
     )
     stale_seconds: Annotated[float, Field(gt=0, le=30 * 86400)] | None = None
+    """How long past its TTL a cached answer may be served while the provider fails."""
     health_path: str | None = Field(default=None, pattern=r"^/")
+    """A cheap GET the health monitor probes; unset: health is judged from the calls made."""
     max_connections: Annotated[int, Field(ge=1, le=10_000)] = 100
+    """Connection pool size."""
 
     def scheme(self) -> str:
         """The authentication scheme in effect."""
@@ -124,14 +161,16 @@ class WebhookSettings(BaseModel):
     ``github`` and ``github-ops``, both ``SCHEME=github``).
     """
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
 
     secrets: Annotated[list[SecretStr], NoDecode] = Field(
         default_factory=list,
         description="Signing secrets, comma separated or a JSON list; any one may match.",
     )
     scheme: WebhookScheme | None = None
+    """The signature scheme; unset means the provider's name."""
     tolerance_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """How old (or, where the scheme says, how far ahead) a signed timestamp may be."""
     rate_limit: str = Field(default="1000/second", description="Per-provider request rate.")
     public_url: str | None = Field(
         default=None,
@@ -140,12 +179,19 @@ class WebhookSettings(BaseModel):
     )
     # The generic scheme (SCHEME=hmac): where the signature is and how it is made.
     header: str | None = None
+    """SCHEME=hmac: the header that carries the signature."""
     algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    """SCHEME=hmac: the HMAC hash."""
     encoding: Literal["hex", "base64"] = "hex"
+    """SCHEME=hmac: how the signature is written."""
     prefix: str = ""
+    """SCHEME=hmac: text before the signature, such as sha256=."""
     timestamp_header: str | None = None
+    """SCHEME=hmac: the header with the signed Unix timestamp, if any."""
     id_header: str | None = None
+    """SCHEME=hmac: the header with the delivery id (for dedupe)."""
     template: str = "{body}"
+    """SCHEME=hmac: what is signed, from {body}, {timestamp} and {id}."""
 
     @field_validator("secrets", mode="before")
     @classmethod
@@ -160,6 +206,151 @@ class WebhookSettings(BaseModel):
     def scheme_for(self, name: str) -> str:
         """The signature scheme: ``scheme`` when set, else the provider's name."""
         return self.scheme or name
+
+
+class TracingSettings(BaseModel):
+    """OpenTelemetry tracing, from ``SEAWALL_TRACING__<KEY>`` (needs ``seawall[otel]``)."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    enabled: bool = Field(default=False, description="Emit OpenTelemetry spans.")
+    exporter: Literal["otlp", "console", "global"] = Field(
+        default="otlp",
+        description="otlp (HTTP/protobuf), console, or global: the provider already installed.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="The OTLP traces URL; OTEL_EXPORTER_OTLP_* variables apply when unset.",
+    )
+    service_name: str = Field(default="seawall", min_length=1, max_length=200)
+    """The service.name resource attribute of the spans."""
+    sample_ratio: Annotated[float, Field(ge=0, le=1)] = 1.0
+    """Fraction of traces sampled (parent-based)."""
+
+
+class StorageSettings(BaseModel):
+    """The blob store of documents, from ``SEAWALL_STORAGE__<KEY>`` variables.
+
+    ``BACKEND=local`` (the default) keeps files under ``PATH``; ``BACKEND=s3`` uses
+    ``BUCKET`` on S3 or the S3-compatible server at ``ENDPOINT_URL`` (needs
+    ``seawall[s3]``).
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    backend: Literal["local", "s3"] = "local"
+    """Where documents are kept: local files, or S3 and compatible servers."""
+    path: Path = Field(default=Path("./var/blobs"), description="The local store's directory.")
+    bucket: str | None = Field(default=None, pattern=r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+    """The S3 bucket (BACKEND=s3)."""
+    endpoint_url: str | None = Field(default=None, pattern=r"^https?://[^\s]+$")
+    """An S3-compatible server (MinIO, R2, ...); unset means AWS."""
+    region: str = "us-east-1"
+    """The S3 region."""
+    access_key_id: SecretStr | None = None
+    """S3 access key id; unset uses the AWS credential chain."""
+    secret_access_key: SecretStr | None = None
+    """S3 secret access key."""
+    signing_secret: SecretStr | None = Field(
+        default=None,
+        description="Key of the local store's signed URLs; unset means a random one per process.",
+    )
+    url_expiry_seconds: Annotated[int, Field(ge=1, le=7 * 86400)] = Field(
+        default=300, description="Lifetime of the signed URLs that GET /documents/{id} returns."
+    )
+    max_upload_bytes: Annotated[int, Field(ge=1, le=1 << 40)] = Field(
+        default=200 << 20, description="Largest document accepted; larger is 413."
+    )
+    allowed_types: Annotated[list[str], NoDecode] = Field(
+        default=[
+            "application/pdf",
+            "text/plain",
+            "text/markdown",
+            "text/csv",
+            "application/json",
+            "image/png",
+            "image/jpeg",
+        ],
+        description="Media types a document may have (comma separated; 'text/*' allowed).",
+    )
+    import_prefix: str = Field(
+        default="imports/", description="The watched prefix: new blobs there become documents."
+    )
+
+    @field_validator("allowed_types", mode="before")
+    @classmethod
+    def _split_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [part.strip().lower() for part in text.split(",") if part.strip()]
+        return value
+
+
+class CrmSyncSettings(BaseModel):
+    """The CRM sync, from ``SEAWALL_SYNC__CRM__<KEY>`` variables (see docs/sync.md)."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, use_attribute_docstrings=True)
+
+    interval_seconds: Annotated[float, Field(gt=0, le=86400)] | None = Field(
+        default=None,
+        validation_alias=AliasChoices("interval_seconds", "interval"),
+        description="Seconds between scheduled syncs in `seawall serve` (INTERVAL); unset: none.",
+    )
+    page_size: Annotated[int, Field(ge=1, le=1000)] = Field(
+        default=500, description="Changes read per page of the CRM's feed."
+    )
+    full_rate_limit: str | None = Field(
+        default=None, description="Pages per period a full resync may read, such as 10/second."
+    )
+
+
+class SyncSettings(BaseModel):
+    """Syncs from external systems, from ``SEAWALL_SYNC__<SOURCE>__<KEY>`` variables."""
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    crm: CrmSyncSettings = Field(default_factory=CrmSyncSettings)
+
+
+class AdminSettings(BaseModel):
+    """The admin API's authentication, from ``SEAWALL_ADMIN__<KEY>`` variables.
+
+    API keys (``seawall admin keys create``) always work; JWTs are accepted when
+    ``JWKS_URL`` is set, and then ``ISSUER`` and ``AUDIENCE`` are required.
+    """
+
+    model_config = ConfigDict(extra="forbid", use_attribute_docstrings=True)
+
+    jwks_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="The identity provider's JWKS URL; unset means API keys only.",
+    )
+    issuer: str | None = Field(default=None, description="The required 'iss' of a JWT.")
+    audience: str | None = Field(default=None, description="The required 'aud' of a JWT.")
+    scopes_claim: str = Field(
+        default="scope", min_length=1, description="The JWT claim holding read/operate."
+    )
+    algorithms: list[str] = Field(
+        default=["RS256", "PS256", "ES256", "EdDSA"],
+        description="Allowed JWT algorithms (asymmetric only), as JSON.",
+    )
+    jwks_cache_seconds: Annotated[float, Field(gt=0, le=86400)] = 300.0
+    """How long fetched JWKS keys are reused (an unknown kid refetches sooner)."""
+    leeway_seconds: Annotated[float, Field(ge=0, le=600)] = 30.0
+    """Clock skew allowed on a JWT's exp and nbf."""
+    failed_auth_rate_limit: str = Field(
+        default="10/minute", description="Failed authentications allowed per client address."
+    )
+
+    @model_validator(mode="after")
+    def _jwt_needs_issuer_and_audience(self) -> AdminSettings:
+        if self.jwks_url is not None and not (self.issuer and self.audience):
+            raise ValueError("JWKS_URL needs ISSUER and AUDIENCE too")
+        return self
 
 
 class Settings(BaseSettings):
@@ -262,6 +453,16 @@ class Settings(BaseSettings):
         default=None,
         description="Where a breaker opening is posted as JSON (Slack-compatible), if set.",
     )
+    admin: AdminSettings = Field(
+        default_factory=AdminSettings,
+        description="Admin API authentication, as SEAWALL_ADMIN__JWKS_URL and friends.",
+    )
+    storage: StorageSettings = Field(default_factory=StorageSettings)
+    sync: SyncSettings = Field(default_factory=SyncSettings)
+    tracing: TracingSettings = Field(default_factory=TracingSettings)
+    metrics_cache_seconds: Annotated[float, Field(ge=0, le=3600)] = Field(
+        default=5.0, description="How long database-derived metrics are reused between scrapes."
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -344,6 +545,11 @@ class Settings(BaseSettings):
                         elif key == "base_url":
                             shown = mask_url(item)
                         view[f"{ENV_PREFIX}{name.upper()}__{member.upper()}__{key.upper()}"] = shown
+                continue
+            if isinstance(value, BaseModel):
+                # A nested group (SEAWALL_ADMIN__JWKS_URL): JSON mode masks its secrets.
+                for key, item in value.model_dump(mode="json").items():
+                    view[f"{ENV_PREFIX}{name.upper()}__{key.upper()}"] = item
                 continue
             view[f"{ENV_PREFIX}{name.upper()}"] = value
         return view

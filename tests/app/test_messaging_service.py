@@ -91,7 +91,11 @@ async def test_dependencies_report_database_bus_and_outbox(client: httpx.AsyncCl
         False,
         "inprocess",
     )
-    assert bus["details"]["consumers"] == ["activity__from_cases", "webhooks__processor"]
+    assert bus["details"]["consumers"] == [
+        "activity__from_cases",
+        "documents__importer",
+        "webhooks__processor",
+    ]
     assert body["dependencies"]["outbox"]["details"]["pending"] == 0
 
 

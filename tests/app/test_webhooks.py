@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import json
 import random
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -208,6 +209,64 @@ async def test_a_redelivery_is_a_duplicate(client: httpx.AsyncClient, database: 
     assert again.status_code == 200
     assert again.json() == {"status": "duplicate", "id": first.json()["id"]}
     assert len(await stored(database)) == 1
+
+
+async def test_concurrent_copies_get_one_accepted_and_duplicates(
+    client: httpx.AsyncClient, database: Database
+) -> None:
+    body, headers = github_delivery({"action": "opened", "issue": {"number": 7}})
+
+    answers = await asyncio.gather(
+        *(client.post("/webhooks/github", content=body, headers=headers) for _ in range(6))
+    )
+
+    assert [answer.status_code for answer in answers] == [200] * 6
+    statuses = sorted(answer.json()["status"] for answer in answers)
+    assert statuses == ["accepted"] + ["duplicate"] * 5
+    assert len({answer.json()["id"] for answer in answers}) == 1
+    assert len(await stored(database)) == 1
+
+
+async def test_a_locked_database_is_503_for_every_waiting_delivery(
+    settings: Settings, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("holds SQLite's write lock")
+    configured = settings.model_copy(
+        update={"webhooks": {"github": WebhookSettings(secrets=[SecretStr(GITHUB_SECRET)])}}
+    )
+    database = Database(database_url, timeout=0.2)
+    application = create_app(configured, database=database)
+    locker = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    deliveries = [github_delivery({"action": "opened", "n": n}) for n in range(3)]
+    try:
+        async with (
+            application.router.lifespan_context(application),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
+            ) as client,
+        ):
+            locker.execute("BEGIN IMMEDIATE")
+            answers = await asyncio.gather(
+                *(
+                    client.post("/webhooks/github", content=body, headers=headers)
+                    for body, headers in deliveries
+                )
+            )
+            locker.execute("ROLLBACK")
+            after = await client.post(
+                "/webhooks/github", content=deliveries[0][0], headers=deliveries[0][1]
+            )
+        rows = await stored(database)
+    finally:
+        locker.close()
+        await database.dispose()
+
+    assert [answer.status_code for answer in answers] == [503] * 3
+    assert {answer.headers["content-type"] for answer in answers} == {"application/problem+json"}
+    assert all(answer.headers["retry-after"] == "1" for answer in answers)
+    assert after.json()["status"] == "accepted"
+    assert len(rows) == 1
 
 
 async def test_a_captured_github_body_under_a_fresh_id_is_a_duplicate(

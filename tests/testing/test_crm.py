@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import threading
 from collections.abc import Iterator
-from typing import Any
+from http.server import BaseHTTPRequestHandler, HTTPServer
+from typing import Any, ClassVar
 
 import httpx
 import pytest
 
+from seawall.errors import InvalidSignature
 from seawall.testing import FakeClock, FakeCRM
+from seawall.webhooks import verify
 
 CLIENT = ("seawall-crm-client", "seawall-crm-secret")
 
@@ -329,3 +335,66 @@ def test_the_feed_needs_a_token(crm: FakeCRM) -> None:
     response = httpx.get(f"{crm.url}/api/v1/changes")
 
     assert response.status_code == 401
+
+
+def test_many_tickets_are_seeded_at_once_and_each_enters_the_feed(
+    api: httpx.Client, crm: FakeCRM
+) -> None:
+    ids = crm.add_tickets(1500, Urgency="High")
+
+    page = api.get("/changes", params={"since": "1000", "limit": 1000}).json()
+
+    assert len(ids) == len(set(ids)) == 1500
+    assert crm.tickets[ids[-1]]["Subject"] == "Ticket 1500"
+    assert [change["id"] for change in page["changes"]] == ids[1000:]
+    assert page["changes"][0]["record"]["Urgency"] == "High"
+    assert (page["next_cursor"], page["has_more"]) == ("1500", False)
+
+
+class _Receiver(BaseHTTPRequestHandler):
+    received: ClassVar[list[tuple[dict[str, str], bytes]]] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        self.received.append((dict(self.headers), body))
+        self.send_response(204)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        return
+
+
+@pytest.fixture
+def receiver() -> Iterator[str]:
+    _Receiver.received.clear()
+    server = HTTPServer(("127.0.0.1", 0), _Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}/hooks"
+    server.shutdown()
+    server.server_close()
+
+
+WEBHOOK_SECRET = "whsec_" + base64.b64encode(b"0123456789abcdef0123456789abcdef").decode()
+
+
+def test_a_webhook_names_the_record_and_is_signed_as_standard_webhooks(
+    crm: FakeCRM, receiver: str
+) -> None:
+    ticket = crm.add_ticket(Subject="Changed")
+    crm.delete_ticket(ticket["Id"])
+
+    status = crm.send_webhook(receiver, WEBHOOK_SECRET, ticket["Id"], timestamp=1_700_000_000)
+
+    headers, body = _Receiver.received[0]
+    verify("standard", headers, body, [WEBHOOK_SECRET], now=1_700_000_010)
+    with pytest.raises(InvalidSignature):
+        verify("standard", headers, body, ["whsec_" + "B" * 44], now=1_700_000_010)
+    assert status == 204
+    assert json.loads(body)["type"] == "ticket.deleted"
+    assert json.loads(body)["data"] == {"object": "ticket", "id": ticket["Id"]}
+
+
+def test_a_webhook_for_an_unknown_record_is_a_key_error(crm: FakeCRM, receiver: str) -> None:
+    with pytest.raises(KeyError):
+        crm.send_webhook(receiver, WEBHOOK_SECRET, "500000000000999AAA")

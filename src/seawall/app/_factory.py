@@ -13,11 +13,14 @@ from fastapi import FastAPI
 from sqlalchemy.exc import SQLAlchemyError
 
 import seawall
-from seawall.app import _cases, _health, _webhooks
+from seawall.app import _admin, _cases, _console, _documents, _health, _webhooks
+from seawall.app._admin_auth import build_admin_auth
 from seawall.app._health import build_monitor
+from seawall.app._metrics import AppMetrics, install_metrics
 from seawall.app._middleware import RequestContextMiddleware
 from seawall.app._problems import install_problem_handlers
 from seawall.app._state import ServiceState
+from seawall.app._sync import consumers_with_crm, start_crm_sync
 from seawall.app._webhooks import build_webhooks, webhook_maintenance
 from seawall.config import Settings, load_settings
 from seawall.db import Database, migrate, require_schema
@@ -81,10 +84,19 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
         lifespan=lifespan,
     )
     install_problem_handlers(app)
-    app.add_middleware(RequestContextMiddleware, max_body_bytes=settings.max_body_bytes)
+    metrics = install_metrics(app, settings)
+    app.add_middleware(
+        RequestContextMiddleware,
+        max_body_bytes=settings.max_body_bytes,
+        metrics=metrics.http,
+        body_limits=_documents.upload_body_limit(settings),
+    )
     app.include_router(_cases.router)
     app.include_router(_health.router)
     app.include_router(_webhooks.router)
+    app.include_router(_documents.router)
+    app.include_router(_admin.router)
+    app.include_router(_console.router)
     return app
 
 
@@ -96,14 +108,22 @@ async def _running(app: FastAPI, settings: Settings, db: Database) -> AsyncItera
         ttl=settings.idempotency_ttl_seconds,
         lock_timeout=settings.idempotency_lock_seconds,
     )
+    blobs = await _documents.open_blob_store(settings)
     messaging = None
     if settings.relay or settings.worker:
-        messaging = Messaging(settings, db, relay=settings.relay, worker=settings.worker)
+        messaging = Messaging(
+            settings,
+            db,
+            relay=settings.relay,
+            worker=settings.worker,
+            consumers=consumers_with_crm(settings),
+        )
     redis = _redis(settings)
     services = ServiceRegistry.from_settings(settings.services, redis=redis)
     receiver, limits = build_webhooks(settings, db, redis)
     alerts = _alerts(settings).attach()
     health = build_monitor(settings, db, messaging, services, redis)
+    admin_auth = build_admin_auth(settings, db, redis)
     app.state.seawall = ServiceState(
         settings=settings,
         database=db,
@@ -113,11 +133,16 @@ async def _running(app: FastAPI, settings: Settings, db: Database) -> AsyncItera
         webhooks=receiver,
         webhook_limits=limits,
         messaging=messaging,
+        blobs=blobs,
+        admin_auth=admin_auth,
     )
+    observing: AppMetrics = app.state.metrics
+    stop_observing = await observing.start(db)
     purger = asyncio.create_task(_purge_forever(store), name="seawall-idempotency-purge")
     webhook_upkeep = asyncio.create_task(
         webhook_maintenance(db, receiver), name="seawall-webhook-maintenance"
     )
+    stop_crm_sync = start_crm_sync(settings, services, db)
     try:
         services.open()
         if messaging is not None:
@@ -139,12 +164,16 @@ async def _running(app: FastAPI, settings: Settings, db: Database) -> AsyncItera
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await stop_crm_sync()
         await alerts.aclose()
         await services.aclose()
+        await admin_auth.aclose()
         if alerts.webhook is not None:
             await alerts.webhook.aclose()
         if redis is not None:
             await redis.aclose()
+        await _documents.close_blob_store(blobs)
+        stop_observing()
 
 
 def _redis(settings: Settings) -> Any:

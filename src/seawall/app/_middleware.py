@@ -3,18 +3,22 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 
 import structlog
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from seawall.app._metrics import observe_request
 from seawall.app._problems import PROBLEM_JSON, problem_response
 from seawall.observability import (
     CAUSATION_HEADER,
     CORRELATION_HEADER,
+    HttpMetrics,
     bind_correlation,
     new_correlation_id,
+    span,
     valid_correlation_id,
 )
 
@@ -37,13 +41,30 @@ class RequestContextMiddleware:
     - reads ``X-Correlation-Id`` (or makes a UUID4), binds it for the request's logs
       and returns it on every response; reads ``X-Causation-Id``;
     - refuses a body over *max_body_bytes* with 413, by ``Content-Length`` before
-      reading, and while streaming for chunked bodies;
-    - turns any exception that escaped the app into a 500 problem and logs it.
+      reading, and while streaming for chunked bodies; *body_limits(method, path)*
+      may set another limit for some routes (document uploads);
+    - turns any exception that escaped the app into a 500 problem and logs it;
+    - counts the request in *metrics* by route template, and wraps it in a server
+      span when tracing is on.
     """
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_body_bytes: int,
+        metrics: HttpMetrics | None = None,
+        body_limits: Callable[[str, str], int | None] | None = None,
+    ) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.metrics = metrics
+        self.body_limits = body_limits
+
+    def _body_limit(self, scope: Scope) -> int:
+        if self.body_limits is None:
+            return self.max_body_bytes
+        return self.body_limits(scope["method"], scope["path"]) or self.max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -57,6 +78,7 @@ class RequestContextMiddleware:
         causation_id = headers.get(CAUSATION_HEADER)
         if not valid_correlation_id(causation_id):
             causation_id = None
+        max_body_bytes = self._body_limit(scope)
 
         started = time.perf_counter()
         status = 500
@@ -77,15 +99,18 @@ class RequestContextMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body_bytes:
-                    raise BodyTooLarge(self.max_body_bytes)
+                if received > max_body_bytes:
+                    raise BodyTooLarge(max_body_bytes)
             return message
 
-        with bind_correlation(correlation_id, causation_id):
+        with (
+            bind_correlation(correlation_id, causation_id),
+            span(scope["method"], kind="server", carrier=headers) as traced,
+        ):
             try:
                 declared = _content_length(headers)
-                if declared is not None and declared > self.max_body_bytes:
-                    too_large = BodyTooLarge(self.max_body_bytes)
+                if declared is not None and declared > max_body_bytes:
+                    too_large = BodyTooLarge(max_body_bytes)
                     await _send_problem(
                         send_with_id, scope, 413, "payload-too-large", too_large.detail
                     )
@@ -106,12 +131,14 @@ class RequestContextMiddleware:
                         f"under correlation id {correlation_id}",
                     )
             finally:
+                elapsed = time.perf_counter() - started
+                observe_request(self.metrics, traced, scope, status, elapsed)
                 log.info(
                     "request_completed",
                     method=scope["method"],
                     path=scope["path"],
                     status=status,
-                    duration_ms=round((time.perf_counter() - started) * 1000, 2),
+                    duration_ms=round(elapsed * 1000, 2),
                 )
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from seawall.auth import AuthGuard
 from seawall.config import Settings
 from seawall.db import Database
 from seawall.health import HealthMonitor
@@ -13,6 +14,7 @@ from seawall.http import ServiceRegistry
 from seawall.idempotency import IdempotencyStore
 from seawall.messaging import Messaging
 from seawall.resilience import RateLimit
+from seawall.storage import BlobStore
 from seawall.webhooks import WebhookReceiver
 
 
@@ -28,6 +30,8 @@ class ServiceState:
     webhooks: WebhookReceiver
     webhook_limits: dict[str, RateLimit]
     messaging: Messaging | None = None
+    blobs: BlobStore | None = None
+    admin_auth: AuthGuard | None = None
 
     @staticmethod
     def of(request: Request) -> ServiceState:

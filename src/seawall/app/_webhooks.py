@@ -16,7 +16,7 @@ from seawall.app._problems import Problem
 from seawall.app._state import ServiceState
 from seawall.config import Settings, WebhookSettings
 from seawall.db import Database
-from seawall.errors import InvalidSignature, RateLimitExceeded
+from seawall.errors import DatabaseError, InvalidSignature, RateLimitExceeded
 from seawall.resilience import RateLimit
 from seawall.webhooks import HmacScheme, MalformedWebhook, WebhookProvider, WebhookReceiver
 
@@ -46,6 +46,7 @@ class WebhookAnswer(BaseModel):
         404: _PROBLEM,
         413: _PROBLEM,
         429: _PROBLEM,
+        503: _PROBLEM,
     },
     summary="Receive a webhook",
 )
@@ -54,7 +55,8 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
 
     ``401`` when the signature does not verify (nothing is stored), ``400`` when
     the verified body cannot be parsed, ``404`` for a provider that is not
-    configured, ``429`` past the provider's rate limit. A delivery seen before
+    configured, ``429`` past the provider's rate limit, ``503`` when the database
+    is busy or down (nothing stored; retry). A delivery seen before
     (same delivery id, or the same body where the provider signs no id) answers
     ``200 {"status": "duplicate"}`` and stores nothing. Slack's
     ``url_verification`` is answered with its challenge.
@@ -80,10 +82,10 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
                 headers={"Retry-After": str(max(1, round(exc.retry_after + 0.5)))},
             ) from None
     body = await request.body()
+    # Only Twilio signs the URL; building it costs as much as verifying a signature.
+    url = str(request.url) if configured.scheme_name == "twilio" else None
     try:
-        receipt = await state.webhooks.receive(
-            configured, request.headers, body, url=str(request.url)
-        )
+        receipt = await state.webhooks.receive(configured, request.headers, body, url=url)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", provider=provider, reason=exc.reason)
         raise Problem(
@@ -94,6 +96,15 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
     except MalformedWebhook as exc:
         log.warning("webhook_malformed", provider=provider, reason=exc.reason)
         raise Problem(400, "malformed-webhook", str(exc)) from None
+    except DatabaseError as exc:
+        # Could not even connect (SQLAlchemy's own errors have the app's 503 handler).
+        log.warning("database_unavailable", path=request.url.path, error=str(exc))
+        raise Problem(
+            503,
+            "database-unavailable",
+            "the database is busy or unreachable; nothing was stored, retry shortly",
+            headers={"Retry-After": "1"},
+        ) from None
     if receipt.status == "challenge":
         return JSONResponse({"challenge": receipt.challenge})
     log.info(
@@ -102,7 +113,8 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
         webhook_id=receipt.webhook_id,
         type=receipt.event_type,
     )
-    return JSONResponse(WebhookAnswer(status=receipt.status, id=receipt.webhook_id).model_dump())
+    # The same document as `WebhookAnswer`, without building and dumping a model per request.
+    return JSONResponse({"status": receipt.status, "id": receipt.webhook_id})
 
 
 # Parked deliveries are looked at this often; expired dedupe keys purged every 120th round.

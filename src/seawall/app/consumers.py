@@ -15,8 +15,11 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from seawall.app._document_records import IMPORT_CONSUMER
+from seawall.app._documents import importer
 from seawall.app._github import issue_to_case
 from seawall.app._payments import payment_to_case
+from seawall.app._sync import crm_record_changed
 from seawall.db import case_activity
 from seawall.messaging import Event, Unprocessable, consumer
 from seawall.webhooks import WebhookHandlers, WebhookProcessor
@@ -33,6 +36,8 @@ webhook_processor = WebhookProcessor(webhook_handlers)
 # Stripe payments update the payment state of the case they name (provider "stripe").
 webhook_handlers.add("github", "issues.*", issue_to_case)
 webhook_handlers.add("stripe", ["payment_intent.*", "charge.*"], payment_to_case)
+# A CRM change notice syncs the one ticket it names (provider "crm", SCHEME=standard).
+webhook_handlers.add("crm", ["ticket.*", "customer.*"], crm_record_changed)
 
 
 @consumer(durable=WEBHOOK_CONSUMER, subjects=["seawall.webhooks.webhook.>"])
@@ -59,10 +64,18 @@ async def record_activity(event: Event, session: AsyncSession) -> None:
     )
 
 
+@consumer(durable=IMPORT_CONSUMER, subjects=["seawall.documents.document.uploaded"])
+async def import_document(event: Event, session: AsyncSession) -> None:
+    """Check an uploaded document, extract its text and page count, attach them to its case."""
+    await importer.handle(event, session)
+
+
 def summarize(event_type: str, data: dict[str, Any]) -> str:
     """One human line for a case event."""
     if event_type == "case.created":
         return f"created: {data.get('title', '')}"[:500]
+    if event_type == "case.synced":
+        return f"synced from the CRM: {data.get('action', '')}"[:500]
     changes = data.get("changes")
     if event_type == "case.updated" and isinstance(changes, dict) and changes:
         parts = []

@@ -232,3 +232,70 @@ webhook_dedup = sa.Table(
     sa.Column("expires_at", UTCDateTime(), nullable=False),
     sa.Index("ix_webhook_dedup_expires_at", "expires_at"),
 )
+
+api_keys = sa.Table(
+    "api_keys",
+    metadata,
+    # Keys of the admin API: the public id and the SHA-256 of the whole key, never the key.
+    sa.Column("id", sa.String(32), primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("scope", sa.String(16), nullable=False),
+    sa.Column("secret_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("expires_at", UTCDateTime(), nullable=True),
+    sa.Column("last_used_at", UTCDateTime(), nullable=True),
+    sa.Column("revoked_at", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("scope IN ('read', 'operate')", name="scope"),
+)
+
+documents = sa.Table(
+    "documents",
+    metadata,
+    # A file attached to a case: its bytes live in the blob store under ``blob_key``;
+    # the import consumer fills in what it extracted (text, page count).
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("case_id", sa.String(36), sa.ForeignKey("cases.id"), nullable=False),
+    sa.Column("filename", sa.String(255), nullable=False),
+    sa.Column("content_type", sa.String(100), nullable=False),
+    sa.Column("size_bytes", sa.BigInteger(), nullable=False),
+    sa.Column("sha256", sa.String(64), nullable=False),
+    sa.Column("blob_key", sa.String(300), nullable=False),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("page_count", sa.Integer(), nullable=True),
+    sa.Column("text", sa.Text(), nullable=True),
+    # The document.uploaded event: its dead letter, if any, says why the import failed.
+    sa.Column("event_id", sa.String(64), nullable=False),
+    sa.Column("created_at", UTCDateTime(), nullable=False),
+    sa.Column("imported_at", UTCDateTime(), nullable=True),
+    sa.CheckConstraint("status IN ('uploaded', 'imported')", name="status"),
+    sa.CheckConstraint("source IN ('api', 'import')", name="source"),
+    # The same bytes attached to the same case twice are one document.
+    sa.UniqueConstraint("case_id", "sha256"),
+    sa.Index("ix_documents_case_id_created_at", "case_id", "created_at"),
+)
+
+sync_cursors = sa.Table(
+    "sync_cursors",
+    metadata,
+    # Where each sync stands in its source's change feed: advanced only in the
+    # transaction that applied the page, so a restart resumes exactly there.
+    sa.Column("name", sa.String(100), primary_key=True),
+    sa.Column("cursor", sa.String(500), nullable=True),
+    sa.Column("updated_at", UTCDateTime(), nullable=False),
+)
+
+sync_links = sa.Table(
+    "sync_links",
+    metadata,
+    # A case synced with an external record, by (source, external id): what the sync
+    # last wrote or pushed (the case's version, the record's modification time), so
+    # stale and echoed changes write nothing.
+    sa.Column("source", sa.String(64), primary_key=True),
+    sa.Column("external_id", sa.String(200), primary_key=True),
+    sa.Column("case_id", sa.String(36), nullable=False),
+    sa.Column("case_version", sa.Integer(), nullable=False),
+    sa.Column("remote_updated_at", UTCDateTime(), nullable=True),
+    sa.Column("synced_at", UTCDateTime(), nullable=False),
+    sa.Index("ix_sync_links_case_id", "case_id"),
+)

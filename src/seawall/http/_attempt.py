@@ -29,7 +29,9 @@ from seawall.observability import (
     CORRELATION_HEADER,
     current_causation_id,
     current_correlation_id,
+    inject_trace_context,
     new_correlation_id,
+    span,
 )
 from seawall.resilience import CallContext
 
@@ -45,6 +47,13 @@ _PHASES: Final = {
     httpx.WriteTimeout: "write",
     httpx.PoolTimeout: "pool",
 }
+# The outcome label of `seawall_service_calls_total`, by error type (most specific first).
+_OUTCOMES: Final = (
+    (ServiceTimeout, "timeout"),
+    (ServiceUnavailable, "unavailable"),
+    (ServiceRateLimited, "rate_limited"),
+    (InvalidResponse, "invalid_response"),
+)
 
 
 class CallHealth:
@@ -143,6 +152,23 @@ class Attempt:
         }
 
     async def run(self) -> Any:
+        # One client span per attempt (each retry is its own request); its
+        # traceparent goes out with the request.
+        with span(
+            f"{self.method} {self.path or '/'}",
+            kind="client",
+            attributes={
+                "http.request.method": self.method,
+                "url.template": self.path or "/",
+                "seawall.service": self.service.name,
+                "seawall.attempt": self.context.attempt,
+            },
+            correlation_id=self.correlation_id,
+        ):
+            inject_trace_context(self.headers)
+            return await self._run()
+
+    async def _run(self) -> Any:
         service = self.service
         client = service._client_now()
         started = time.perf_counter()
@@ -261,6 +287,9 @@ class Attempt:
         health.last_latency_ms = latency_ms
         if not self.probe:
             health.calls += 1
+            service.metrics.observe(
+                service.name, _outcome(error), self.context.attempt, latency_ms / 1000.0
+            )
         if error is None:
             health.consecutive_failures = 0
             health.last_success_at = now
@@ -298,3 +327,12 @@ class Attempt:
             error=type(error).__name__,
             reason=error.reason,
         )
+
+
+def _outcome(error: ExternalServiceError | None) -> str:
+    if error is None:
+        return "ok"
+    for kind, outcome in _OUTCOMES:
+        if isinstance(error, kind):
+            return outcome
+    return "client_error"

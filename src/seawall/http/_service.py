@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 import httpx
 import structlog
+from prometheus_client import CollectorRegistry
 
 from seawall.errors import (
     ExternalServiceError,
@@ -32,6 +33,7 @@ from seawall.errors import (
 from seawall.http._attempt import Attempt, CallHealth
 from seawall.http._auth import Auth
 from seawall.http._response import ServiceResponse
+from seawall.observability import ServiceCallMetrics
 from seawall.resilience import (
     SYSTEM_CLOCK,
     Bulkhead,
@@ -153,6 +155,8 @@ class ExternalService:
         transport: an httpx transport (tests, or a custom TLS set-up).
         clock: where the policies read time.
         events: where the policies report (the global hub by default).
+        registry: where each attempt is counted (``seawall_service_calls_total``,
+            ``seawall_service_call_duration_seconds``); the default registry if omitted.
     """
 
     SICK: Final = _SICK
@@ -185,6 +189,7 @@ class ExternalService:
         transport: httpx.AsyncBaseTransport | None = None,
         clock: Clock | None = None,
         events: EventHub | None = None,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if not name:
             raise ValueError("a service needs a name")
@@ -272,6 +277,7 @@ class ExternalService:
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self.health = CallHealth()
+        self.metrics = ServiceCallMetrics(registry)
 
     def __repr__(self) -> str:
         # Scheme and host only: some base URLs carry a secret in their path (webhooks).

@@ -23,7 +23,7 @@ from seawall.messaging._consumer import (
     record_in_inbox,
     registry,
 )
-from seawall.messaging._dead_letters import DeadLetter, DeadLetters
+from seawall.messaging._dead_letters import DeadLetter, DeadLetters, DeadLetterState
 from seawall.messaging._event import (
     SUBJECT_PREFIX,
     Event,
@@ -56,6 +56,7 @@ __all__ = [
     "Consumer",
     "ConsumerRegistry",
     "DeadLetter",
+    "DeadLetterState",
     "DeadLetters",
     "Delivery",
     "Event",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import CollectorRegistry
 from pydantic import ValidationError
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -31,7 +33,13 @@ from seawall.messaging._dead_letters import HISTORY_LIMIT, DeadLetters
 from seawall.messaging._event import SUBJECT_PREFIX, Event, ReceivedEvent, subject_matches
 from seawall.messaging._relay import _SELECTED, jittered_backoff, outbox_message
 from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
-from seawall.observability import bind_correlation, new_correlation_id, valid_correlation_id
+from seawall.observability import (
+    ConsumerMetrics,
+    bind_correlation,
+    new_correlation_id,
+    span,
+    valid_correlation_id,
+)
 
 log = structlog.get_logger("seawall.messaging")
 
@@ -174,6 +182,8 @@ class Worker:
         replay_poll: seconds between looks for replay requests.
         purge_interval: seconds between inbox purges; 0 disables them.
         subject_prefix: the relay's subject prefix (for the in-process recovery).
+        registry: where deliveries are counted (``seawall_consumer_*``); the
+            default registry if omitted.
     """
 
     def __init__(
@@ -186,10 +196,12 @@ class Worker:
         replay_poll: float = 1.0,
         purge_interval: float = 3600.0,
         subject_prefix: str = SUBJECT_PREFIX,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self._db = database
         self._bus = bus
         self.consumers = {c.durable: c for c in consumers}
+        self.metrics = ConsumerMetrics(registry)
         self.inbox_retention = inbox_retention
         self.replay_poll = replay_poll
         self.purge_interval = purge_interval
@@ -242,6 +254,7 @@ class Worker:
 
     async def handle(self, spec: Consumer, delivery: Delivery) -> None:
         """Process one delivery for *spec* and settle it (ack, delayed nak or dead letter)."""
+        started = time.perf_counter()
         try:
             event = ReceivedEvent.model_validate_json(delivery.body)
         except ValidationError as exc:
@@ -250,13 +263,25 @@ class Worker:
             )
             await self._give_up(spec, delivery, None, f"not a CloudEvents envelope: {problems}")
             return
+        self.metrics.observe_lag(spec.durable, (datetime.now(UTC) - event.time).total_seconds())
         heartbeat = (
             asyncio.create_task(self._heartbeat(delivery, spec.ack_wait))
             if type(delivery).in_progress is not Delivery.in_progress
             else None
         )
         try:
-            applied = await self.apply(spec, event)
+            with span(
+                f"process {event.type}",
+                kind="consumer",
+                attributes={
+                    "messaging.message.id": event.id,
+                    "messaging.consumer.group.name": spec.durable,
+                    "seawall.attempt": delivery.attempt,
+                },
+                carrier=event.model_extra,  # traceparent: the tracing extension
+                correlation_id=event.correlationid,
+            ):
+                applied = await self.apply(spec, event)
         except Unprocessable as exc:
             await self._give_up(spec, delivery, event, f"unprocessable: {exc}")
             return
@@ -276,12 +301,16 @@ class Worker:
                 error=type(exc).__name__,
             )
             await delivery.nak(delay)
+            self.metrics.observe(spec.durable, "retried", time.perf_counter() - started)
             return
         finally:
             if heartbeat is not None:
                 heartbeat.cancel()
         self._failures.pop((spec.durable, event.id), None)
         await delivery.ack()
+        self.metrics.observe(
+            spec.durable, "handled" if applied else "duplicate", time.perf_counter() - started
+        )
         if not applied:
             log.debug("consumer_duplicate_skipped", consumer=spec.durable, event_id=event.id)
 
@@ -351,6 +380,7 @@ class Worker:
             attempts=delivery.attempt,
             error=error[:300],
         )
+        self.metrics.messages.labels(spec.durable, "dead_lettered").inc()
         await self._bus.dead_letter(spec.durable, delivery, error)
         await delivery.term()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import random
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -13,6 +14,7 @@ from typing import Any
 
 import sqlalchemy as sa
 import structlog
+from prometheus_client import CollectorRegistry
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -25,7 +27,12 @@ from seawall.messaging._event import SUBJECT_PREFIX, subject_for
 from seawall.messaging._lease import Lease
 from seawall.messaging._outbox import Outbox
 from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
-from seawall.observability import CORRELATION_HEADER
+from seawall.observability import (
+    CORRELATION_HEADER,
+    RelayMetrics,
+    inject_trace_context,
+    span,
+)
 
 log = structlog.get_logger("seawall.messaging")
 
@@ -116,6 +123,8 @@ class OutboxRelay:
         purge_interval: seconds between purges; 0 disables them.
         subject_prefix: first token of every subject.
         clock: returns the current UTC time.
+        registry: where publishes are counted (``seawall_relay_publishes_total``);
+            the default registry if omitted.
     """
 
     def __init__(
@@ -131,6 +140,7 @@ class OutboxRelay:
         purge_interval: float = 300.0,
         subject_prefix: str = SUBJECT_PREFIX,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        registry: CollectorRegistry | None = None,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -148,6 +158,7 @@ class OutboxRelay:
         self._lease = None if self._postgres else Lease(database, "outbox-relay")
         self._wake = asyncio.Event()
         self._stopper = Stopper()
+        self.metrics = RelayMetrics(registry)
 
     def __repr__(self) -> str:
         return f"OutboxRelay({self._db!r}, {self._bus!r})"
@@ -242,7 +253,13 @@ class OutboxRelay:
         async def publish_in_order(siblings: list[sa.RowMapping]) -> None:
             for row in siblings:
                 try:
-                    await self._bus.publish(self.message(row))
+                    with span(
+                        f"publish {row['event_type']}",
+                        kind="producer",
+                        attributes={"messaging.message.id": row["event_id"]},
+                        correlation_id=row["correlation_id"],
+                    ):
+                        await self._bus.publish(self.message(row))
                 except PublishError as exc:
                     if exc.permanent:
                         outcome.parked.append((row["seq"], str(exc)))
@@ -252,6 +269,11 @@ class OutboxRelay:
                 outcome.published.append(row["seq"])
 
         await asyncio.gather(*(publish_in_order(group) for group in by_aggregate.values()))
+        self.metrics.observe(
+            published=len(outcome.published),
+            failed=len(outcome.failed),
+            parked=len(outcome.parked),
+        )
         if outcome.failed or outcome.parked:
             log.warning(
                 "outbox_publish_failed",
@@ -466,10 +488,18 @@ def outbox_message(row: sa.RowMapping, *, prefix: str = SUBJECT_PREFIX) -> Messa
     """Build the bus message of an outbox row: the envelope's JSON on its subject."""
     event = Outbox.envelope(row)
     headers = {CORRELATION_HEADER: event.correlationid} if event.correlationid else {}
+    body = event.model_dump_json(exclude_none=True).encode()
+    # Inside the relay's publish span, its trace context rides in the envelope as
+    # the CloudEvents distributed-tracing extension (consumers read it back).
+    inject_trace_context(headers)
+    if "traceparent" in headers:
+        traced = event.model_dump(mode="json", exclude_none=True)
+        traced.update((k, headers[k]) for k in ("traceparent", "tracestate") if k in headers)
+        body = json.dumps(traced, separators=(",", ":")).encode()
     return Message(
         id=event.id,
         subject=subject_for(event, prefix=prefix),
-        body=event.model_dump_json(exclude_none=True).encode(),
+        body=body,
         headers=headers,
     )
 

@@ -10,6 +10,8 @@
   the log of their deliveries) and `EchoServer` (for health checks and
   benchmarks). Build your own on `FakeServer` with `FakeRequest` and `FakeResponse`.
 - `FakeSMTPServer`: an SMTP sink that records the `SMTPMessage`s it accepts.
+- `webhook_headers`: a body signed the way GitHub, Stripe, Shopify, Slack or
+  Standard Webhooks sign theirs, to post to your own receiver.
 - `spawn_fake`: any of them in a child process (a `SpawnedServer`), steered
   through its ``POST /_chaos`` and ``GET /_stats`` admin endpoints; the same as
   ``python -m seawall.testing <provider>``.
@@ -28,6 +30,7 @@ from seawall.testing._http import FakeRequest, FakeResponse, Handler
 from seawall.testing._notifications import FakeNotifications, SentEmail, SentSMS, SlackMessage
 from seawall.testing._payments import FakePaymentGateway
 from seawall.testing._server import FakeServer, ServerStats
+from seawall.testing._signing import SignedProvider, webhook_headers
 from seawall.testing._smtp import FakeSMTPServer, SMTPMessage
 from seawall.testing._spawn import SpawnedServer, spawn_fake
 
@@ -49,7 +52,9 @@ __all__ = [
     "SentSMS",
     "ServerChaos",
     "ServerStats",
+    "SignedProvider",
     "SlackMessage",
     "SpawnedServer",
     "spawn_fake",
+    "webhook_headers",
 ]

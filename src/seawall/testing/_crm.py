@@ -3,13 +3,17 @@
 What a client of a CRM must cope with: tokens that expire or get revoked (the
 next call is a 401 and the client fetches a new token), Salesforce's field
 names and error lists, and a change feed to sync from. Tests seed and change
-records with the helpers (`FakeCRM.add_ticket`, ...), which also feed the changes.
+records with the helpers (`FakeCRM.add_ticket`, `FakeCRM.add_tickets` for many,
+...), which also feed the changes; `FakeCRM.send_webhook` tells a receiver that a
+record changed, signed as Standard Webhooks sign.
 """
 
 from __future__ import annotations
 
+import base64
 import functools
 import hmac
+import json
 import math
 import secrets
 import threading
@@ -21,6 +25,7 @@ from typing import Any, Final, Unpack
 from pydantic import SecretStr
 
 from seawall.testing._http import FakeRequest, FakeResponse
+from seawall.testing._payments import _post
 from seawall.testing._server import FakeServer, FakeServerOptions
 
 __all__ = ["FakeCRM"]
@@ -154,11 +159,20 @@ class FakeCRM(FakeServer):
     the helpers) in order: ``{"changes": [{"cursor", "object", "id",
     "deleted", "record"}], "next_cursor", "has_more"}``. Pass ``next_cursor``
     back as ``since`` to read on; ``since`` omitted reads from the start.
+    Pages are slices of the feed, so a feed of 100,000 changes serves as fast
+    as a short one.
+
+    Webhooks: `send_webhook` POSTs ``{"type": "ticket.updated", "timestamp",
+    "data": {"object": "ticket", "id"}}`` (or ``customer.…``, ``….deleted``)
+    signed as Standard Webhooks sign (``webhook-id``, ``webhook-timestamp``,
+    ``webhook-signature: v1,<base64 HMAC-SHA256>``); the receiver syncs the
+    one record it names.
 
     Args:
         client_id: the OAuth client id clients must send.
         client_secret: the OAuth client secret clients must send.
         token_lifetime: how long an issued token is valid (``expires_in``).
+        webhook_timeout: seconds `send_webhook` waits for the receiver's answer.
         host, port, record, max_recorded, seed, clock: as for `FakeServer`.
     """
 
@@ -170,9 +184,11 @@ class FakeCRM(FakeServer):
         client_id: str = "seawall-crm-client",
         client_secret: str | SecretStr = "seawall-crm-secret",  # noqa: S107 - a fake credential
         token_lifetime: float | timedelta = 3600.0,
+        webhook_timeout: float = 5.0,
         **options: Unpack[FakeServerOptions],
     ) -> None:
         super().__init__(**options)
+        self.webhook_timeout = webhook_timeout
         self.client_id = client_id
         self._client_secret = (
             client_secret if isinstance(client_secret, SecretStr) else SecretStr(client_secret)
@@ -316,6 +332,38 @@ class FakeCRM(FakeServer):
         """
         return self._add(_TICKET, fields)
 
+    def add_tickets(self, count: int, **fields: Any) -> list[str]:
+        """Store *count* tickets at once (each a change in the feed) and return their ids.
+
+        Each gets ``Subject`` ``"Ticket <n>"`` unless *fields* set one; other
+        fields as for `add_ticket`. Seeds a feed of 100,000 in about a second.
+
+        Raises:
+            ValueError: *count* is negative.
+            TypeError: a field name the CRM does not have.
+        """
+        if count < 0:
+            raise ValueError("count must not be negative")
+        self._check_names(_TICKET, fields)
+        ids: list[str] = []
+        with self._lock:
+            now = self._now()
+            for _ in range(count):
+                self._counters["ticket"] += 1
+                number = self._counters["ticket"]
+                record: dict[str, Any] = {
+                    "Id": f"{_TICKET.prefix}{number:012d}AAA",
+                    **_TICKET.defaults,
+                    "Subject": f"Ticket {number}",
+                    "LastModifiedDate": now,
+                    "IsDeleted": False,
+                }
+                record.update(fields)
+                self._records["ticket"][record["Id"]] = record
+                self._changed(_TICKET, record)
+                ids.append(record["Id"])
+        return ids
+
     def add_customer(self, **fields: Any) -> dict[str, Any]:
         """Store a customer without validation and return it (see `add_ticket`)."""
         return self._add(_CUSTOMER, fields)
@@ -394,6 +442,81 @@ class FakeCRM(FakeServer):
                 "record": dict(record),
             }
         )
+
+    # --- webhooks ---------------------------------------------------------------
+
+    def send_webhook(
+        self,
+        url: str,
+        secret: str | SecretStr,
+        record_id: str,
+        *,
+        event_type: str | None = None,
+        message_id: str | None = None,
+        timestamp: int | None = None,
+    ) -> int:
+        """POST a change notice for one record to *url*, and return the receiver's status.
+
+        The body is ``{"type", "timestamp", "data": {"object", "id"}}``; the
+        type is ``<object>.updated`` (``.deleted`` for a deleted record) unless
+        *event_type* is given. It is signed as Standard Webhooks sign:
+        ``webhook-signature: v1,<base64 HMAC-SHA256 of "{id}.{timestamp}.{body}">``
+        keyed with the base64 text after the secret's ``whsec_`` prefix. Blocks
+        for up to `webhook_timeout`; call it from a test (in an async test,
+        through ``asyncio.to_thread``), never from a handler of this fake.
+
+        Args:
+            url: the receiver's URL (``http`` or ``https``).
+            secret: the endpoint's signing secret, ``whsec_<base64>``.
+            record_id: the ticket or customer that changed.
+            event_type: the notice's type, if not the one the record's state gives.
+            message_id: the ``webhook-id`` (a fresh ``msg_...`` when None).
+            timestamp: the signed Unix time; now on the fake's clock when None.
+
+        Returns:
+            The HTTP status of the answer, or 0 when none came.
+
+        Raises:
+            KeyError: no record has *record_id*.
+            ValueError: *url* is not an http or https URL, or the secret is not base64.
+        """
+        with self._lock:
+            kind = next(
+                (k for k in (_TICKET, _CUSTOMER) if record_id in self._records[k.name]), None
+            )
+            if kind is None:
+                raise KeyError(record_id)
+            deleted = bool(self._records[kind.name][record_id].get("IsDeleted"))
+        signed_at = int(self.clock.wall()) if timestamp is None else timestamp
+        kind_type = f"{kind.name}.{'deleted' if deleted else 'updated'}"
+        body = json.dumps(
+            {
+                "type": event_type or kind_type,
+                "timestamp": datetime.fromtimestamp(signed_at, UTC).isoformat(),
+                "data": {"object": kind.name, "id": record_id},
+            }
+        ).encode()
+        msg_id = message_id or f"msg_{secrets.token_hex(12)}"
+        text = (
+            secret.get_secret_value() if isinstance(secret, SecretStr) else secret
+        ).removeprefix("whsec_")
+        try:
+            key = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
+        except ValueError:
+            raise ValueError(
+                "the webhook secret must be base64 after its 'whsec_' prefix"
+            ) from None
+        signature = base64.b64encode(
+            hmac.digest(key, f"{msg_id}.{signed_at}.".encode() + body, "sha256")
+        ).decode()
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "FakeCRM-Webhooks/1.0",
+            "webhook-id": msg_id,
+            "webhook-timestamp": str(signed_at),
+            "webhook-signature": f"v1,{signature}",
+        }
+        return _post(url, body, headers, self.webhook_timeout)
 
     # --- records: the API --------------------------------------------------------
 

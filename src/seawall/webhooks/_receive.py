@@ -20,18 +20,14 @@ from typing import Any, Final, Literal
 from urllib.parse import parse_qsl
 
 import sqlalchemy as sa
+from prometheus_client import CollectorRegistry
 from pydantic import SecretStr
 
-from seawall.db import (
-    Database,
-    affected_rows,
-    insert_ignoring_conflicts,
-    webhook_dedup,
-    webhook_events,
-)
-from seawall.errors import SeawallError
+from seawall.db import Database, webhook_dedup
+from seawall.errors import InvalidSignature, SeawallError
 from seawall.messaging import Event, Outbox
-from seawall.observability import current_correlation_id
+from seawall.observability import WebhookMetrics, current_correlation_id
+from seawall.webhooks._batch import MAX_BATCH, GroupCommit, PendingDelivery
 from seawall.webhooks._verify import HmacScheme, delivery_id, signs_identity, verify
 
 __all__ = [
@@ -53,10 +49,6 @@ _SECRET_HEADER: Final = re.compile(
     r"signature|authorization|cookie|token|secret|hmac|api[-_]?key", re.IGNORECASE
 )
 _FORM_SCHEMES: Final = frozenset({"twilio"})
-
-
-class _Duplicate(Exception):  # noqa: N818 - private control flow
-    """A dedupe key was taken: roll the transaction back and answer "duplicate"."""
 
 
 class MalformedWebhook(SeawallError):  # noqa: N818 - leaves name the condition
@@ -191,6 +183,7 @@ class WebhookReceiver:
         providers: the configured providers, by name.
         dedup_ttl: how long a delivery's keys are remembered (seconds or timedelta).
         outbox: the outbox writer (the default table).
+        max_batch: deliveries stored per transaction at most (group commit).
     """
 
     def __init__(
@@ -200,13 +193,19 @@ class WebhookReceiver:
         *,
         dedup_ttl: float | timedelta = timedelta(days=7),
         outbox: Outbox | None = None,
+        max_batch: int = MAX_BATCH,
+        registry: CollectorRegistry | None = None,
     ) -> None:
         self.database = database
+        # Every delivery handed in is counted (seawall_webhooks_received_total),
+        # into *registry* or the default one.
+        self.metrics = WebhookMetrics(registry)
         self.providers = dict(providers)
         self.dedup_ttl = (
             dedup_ttl if isinstance(dedup_ttl, timedelta) else timedelta(seconds=dedup_ttl)
         )
         self._outbox = outbox or Outbox()
+        self._writer = GroupCommit(database, self._outbox, max_batch=max_batch)
 
     def __repr__(self) -> str:
         return f"WebhookReceiver({sorted(self.providers)})"
@@ -242,21 +241,28 @@ class WebhookReceiver:
                 nothing is stored.
             MalformedWebhook: the verified body is not JSON (or a form where the
                 provider sends one); nothing is stored.
+            seawall.errors.DatabaseError: the database could not be reached.
+            sqlalchemy.exc.SQLAlchemyError: the transaction failed; nothing is stored.
         """
         moment = now or datetime.now(UTC)
         scheme = provider.scheme_name
-        verify(
-            provider.scheme,
-            headers,
-            body,
-            provider.secrets,
-            now=moment.timestamp(),
-            tolerance=provider.tolerance,
-            url=provider.public_url or url,
-        )
+        try:
+            verify(
+                provider.scheme,
+                headers,
+                body,
+                provider.secrets,
+                now=moment.timestamp(),
+                tolerance=provider.tolerance,
+                url=provider.public_url or url,
+            )
+        except InvalidSignature:
+            self.metrics.observe(provider.name, "invalid_signature")
+            raise
         try:
             payload = parse_body(scheme, body, _get(headers, "Content-Type"))
         except (ValueError, UnicodeDecodeError) as exc:
+            self.metrics.observe(provider.name, "malformed")
             raise MalformedWebhook(provider=provider.name, reason=type(exc).__name__) from None
         kind = event_type_of(scheme, headers, payload)
         if (
@@ -266,10 +272,12 @@ class WebhookReceiver:
         ):
             challenge = payload.get("challenge")
             if not isinstance(challenge, str):
+                self.metrics.observe(provider.name, "malformed")
                 raise MalformedWebhook(provider=provider.name, reason="challenge is not a string")
+            self.metrics.observe(provider.name, "challenge")
             return Receipt("challenge", event_type="url_verification", challenge=challenge)
         delivery = delivery_id(provider.scheme, headers, body)
-        return await self.store(
+        receipt = await self.store(
             provider,
             body,
             headers,
@@ -280,6 +288,8 @@ class WebhookReceiver:
             by_body=not delivery or not signs_identity(provider.scheme),
             now=moment,
         )
+        self.metrics.observe(provider.name, receipt.status)
+        return receipt
 
     async def store(
         self,
@@ -306,8 +316,16 @@ class WebhookReceiver:
             by_body: also recognise it by the hash of its body.
             now: the current time (tests).
 
+        The delivery joins the others waiting for the receiver's single writer,
+        which stores them all in one transaction (group commit); this returns once
+        that transaction has committed.
+
         Returns:
             ``accepted``, or ``duplicate`` with the first delivery's id.
+
+        Raises:
+            seawall.errors.DatabaseError: the database could not be reached.
+            sqlalchemy.exc.SQLAlchemyError: the transaction failed; nothing is stored.
         """
         moment = now or datetime.now(UTC)
         digest = hashlib.sha256(body).hexdigest()
@@ -317,50 +335,43 @@ class WebhookReceiver:
         if by_body or not delivery_id:
             keys.append(f"sha256:{digest}")
         webhook_id = str(uuid.uuid4())
-        try:
-            async with self.database.transaction() as session:
-                for key in keys:
-                    result = await session.execute(
-                        insert_ignoring_conflicts(session, webhook_dedup).values(
-                            provider=provider.name,
-                            key=key,
-                            webhook_id=webhook_id,
-                            expires_at=moment + self.dedup_ttl,
-                        )
-                    )
-                    if affected_rows(result) == 0:
-                        raise _Duplicate  # rolls back the keys claimed so far
-                await session.execute(
-                    webhook_events.insert().values(
-                        id=webhook_id,
-                        provider=provider.name,
-                        delivery_id=delivery_id[:200] if delivery_id else None,
-                        event_type=event_type,
-                        body=body,
-                        body_sha256=digest,
-                        headers=safe_headers(headers),
-                        status="received",
-                        attempts=0,
-                        correlation_id=current_correlation_id(),
-                        received_at=moment,
-                    )
-                )
-                event = Event.create(
-                    "webhook.received",
-                    source=WEBHOOK_SOURCE,
-                    subject=webhook_id,
-                    data={
-                        "id": webhook_id,
-                        "provider": provider.name,
-                        "type": event_type,
-                        "delivery_id": delivery_id,
-                    },
-                )
-                await self._outbox.add(session, event)
-        except _Duplicate:
-            first = await self._first_with(provider.name, keys)
-            return Receipt("duplicate", webhook_id=first, event_type=event_type)
-        return Receipt("accepted", webhook_id=webhook_id, event_type=event_type)
+        row = {
+            "id": webhook_id,
+            "provider": provider.name,
+            "delivery_id": delivery_id[:200] if delivery_id else None,
+            "event_type": event_type,
+            "body": body,
+            "body_sha256": digest,
+            "headers": safe_headers(headers),
+            "status": "received",
+            "attempts": 0,
+            "last_error": None,
+            "correlation_id": current_correlation_id(),
+            "received_at": moment,
+            "processed_at": None,
+            "next_attempt_at": None,
+            "waiting_for": None,
+        }
+        event = Event.create(
+            "webhook.received",
+            source=WEBHOOK_SOURCE,
+            subject=webhook_id,
+            data={
+                "id": webhook_id,
+                "provider": provider.name,
+                "type": event_type,
+                "delivery_id": delivery_id,
+            },
+        )
+        pending = PendingDelivery(
+            provider=provider.name,
+            keys=tuple(keys),
+            row=row,
+            event=event,
+            expires_at=moment + self.dedup_ttl,
+        )
+        status, stored_id = await self._writer.store(pending)
+        return Receipt(status, webhook_id=stored_id, event_type=event_type)
 
     async def known(self, provider: str, delivery_id: str) -> bool:
         """Whether a delivery with this id was stored (and its key not yet purged)."""
@@ -374,17 +385,6 @@ class WebhookReceiver:
                 )
             ).first()
         return row is not None
-
-    async def _first_with(self, provider: str, keys: list[str]) -> str | None:
-        async with self.database.reading() as session:
-            row = (
-                await session.execute(
-                    sa.select(webhook_dedup.c.webhook_id)
-                    .where(webhook_dedup.c.provider == provider, webhook_dedup.c.key.in_(keys))
-                    .limit(1)
-                )
-            ).first()
-        return None if row is None else str(row[0])
 
     async def purge_expired(self, *, now: datetime | None = None, batch: int = 1000) -> int:
         """Forget dedupe keys past their time, *batch* rows per transaction.

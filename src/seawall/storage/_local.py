@@ -1,0 +1,301 @@
+"""`LocalBlobStore`: blobs as files under one directory, the embedded default."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+from urllib.parse import quote, urlencode
+
+from pydantic import SecretStr
+
+from seawall.storage._base import (
+    CHUNK_BYTES,
+    DEFAULT_CONTENT_TYPE,
+    BlobInfo,
+    BlobNotFound,
+    Data,
+    StorageError,
+    chunks_of,
+    seconds_of,
+    validate_key,
+    validate_metadata,
+    validate_prefix,
+)
+from seawall.storage._signing import blob_signature
+
+_META_SUFFIX = ".json"
+
+
+class LocalBlobReader:
+    """A blob file opened for reading, in `CHUNK_BYTES` chunks."""
+
+    def __init__(self, info: BlobInfo, file: IO[bytes]) -> None:
+        self.info = info
+        self._file = file
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await asyncio.to_thread(self._file.read, CHUNK_BYTES):
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the file."""
+        self._file.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+class LocalBlobStore:
+    """Blobs as files under *root*: ``data/<key>``, with metadata in ``meta/<key>.json``.
+
+    The directories are made by the first `put`. A `put` writes to ``tmp/`` and
+    renames into place, so a reader sees the old blob or the new one, never half of
+    one, and a crash leaves no partial blob.
+    Keys are checked by `validate_key`, so none can point outside *root*. A key
+    cannot also be the folder of other keys (``a`` and ``a/b``), unlike on S3.
+
+    Signed URLs point at *url_base* (the service's ``GET /blobs/{key}``) and carry an
+    HMAC-SHA256 of the key and the expiry under *signing_secret*.
+
+    Args:
+        root: the directory; created by `open`.
+        signing_secret: the key of signed URLs.
+        url_base: where the service serves signed blobs, e.g. ``https://host/blobs``.
+        clock: Unix time, for signed URLs' expiry.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        *,
+        signing_secret: SecretStr,
+        url_base: str = "/blobs",
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.root = Path(root)
+        self._data = self.root / "data"
+        self._meta = self.root / "meta"
+        self._tmp = self.root / "tmp"
+        self._secret = signing_secret
+        self.url_base = url_base.rstrip("/")
+        self._clock = clock
+
+    def __repr__(self) -> str:
+        return f"LocalBlobStore(root={str(self.root)!r})"
+
+    async def open(self) -> None:
+        """Nothing to connect to: the directories are made by the first `put`."""
+
+    async def aclose(self) -> None:
+        """Nothing to release: files are opened per call."""
+
+    async def __aenter__(self) -> Self:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def _paths(self, key: str) -> tuple[Path, Path]:
+        validate_key(key)
+        return self._data / key, self._meta / (key + _META_SUFFIX)
+
+    async def put(
+        self,
+        key: str,
+        data: Data,
+        *,
+        content_type: str = DEFAULT_CONTENT_TYPE,
+        metadata: Mapping[str, str] | None = None,
+    ) -> BlobInfo:
+        """Write *data* under *key* atomically (temporary file, then rename)."""
+        blob_path, meta_path = self._paths(key)
+        user_metadata = validate_metadata(metadata)
+        await asyncio.to_thread(self._tmp.mkdir, parents=True, exist_ok=True)
+        temp = self._tmp / uuid.uuid4().hex
+        digest = hashlib.sha256()
+        size = 0
+        file = await asyncio.to_thread(temp.open, "wb")
+        # One batch is hashed and written in a thread while the next one arrives:
+        # receiving and writing overlap, and at most two batches are held.
+        writing: asyncio.Future[None] | None = None
+        try:
+            pending: list[bytes] = []
+            buffered = 0
+            async for chunk in chunks_of(data):
+                pending.append(chunk)
+                buffered += len(chunk)
+                size += len(chunk)
+                if buffered >= CHUNK_BYTES:
+                    if writing is not None:
+                        await writing
+                    writing = asyncio.ensure_future(
+                        asyncio.to_thread(_write, file, digest, pending)
+                    )
+                    pending, buffered = [], 0
+            if writing is not None:
+                await writing
+                writing = None
+            await asyncio.to_thread(_write, file, digest, pending)
+            await asyncio.to_thread(_finish, file)
+            info = BlobInfo(
+                key=key,
+                size=size,
+                content_type=content_type,
+                metadata=user_metadata,
+                modified_at=datetime.now(UTC),
+                sha256=digest.hexdigest(),
+                etag=digest.hexdigest(),
+            )
+            meta_temp = self._tmp / (uuid.uuid4().hex + _META_SUFFIX)
+            await asyncio.to_thread(meta_temp.write_text, json.dumps(_meta_document(info)))
+            await asyncio.to_thread(_install, temp, blob_path, meta_temp, meta_path)
+        except BaseException:
+            if writing is not None:
+                # The thread still uses the file: let it finish before closing.
+                with contextlib.suppress(BaseException):
+                    await asyncio.shield(writing)
+            file.close()
+            with contextlib.suppress(OSError):
+                await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
+            raise
+        return info
+
+    async def head(self, key: str) -> BlobInfo:
+        """Return the info of the blob under *key*."""
+        blob_path, meta_path = self._paths(key)
+        return await asyncio.to_thread(_read_info, key, blob_path, meta_path)
+
+    async def get(self, key: str) -> LocalBlobReader:
+        """Open the blob under *key*."""
+        blob_path, meta_path = self._paths(key)
+        info = await asyncio.to_thread(_read_info, key, blob_path, meta_path)
+        try:
+            file = await asyncio.to_thread(blob_path.open, "rb")
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            raise BlobNotFound(key) from None
+        return LocalBlobReader(info, file)
+
+    async def delete(self, key: str) -> None:
+        """Remove the blob under *key* and its metadata."""
+        blob_path, meta_path = self._paths(key)
+        for path in (blob_path, meta_path):
+            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                await asyncio.to_thread(path.unlink)
+
+    async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
+        """Yield the blobs whose key starts with *prefix*, in key order."""
+        validate_prefix(prefix)
+        keys = await asyncio.to_thread(_keys_under, self._data, prefix)
+        for key in keys:
+            with contextlib.suppress(BlobNotFound):
+                yield await self.head(key)
+
+    async def signed_url(self, key: str, *, expires: float | timedelta) -> str:
+        """Return ``<url_base>/<key>?expires=…&signature=…``, served by the service."""
+        validate_key(key)
+        expires_at = int(self._clock()) + seconds_of(expires)
+        query = urlencode(
+            {"expires": expires_at, "signature": blob_signature(key, expires_at, self._secret)}
+        )
+        return f"{self.url_base}/{quote(key, safe='/')}?{query}"
+
+
+def _write(file: IO[bytes], digest: Any, chunks: list[bytes]) -> None:
+    for chunk in chunks:
+        digest.update(chunk)
+        file.write(chunk)
+
+
+def _finish(file: IO[bytes]) -> None:
+    file.flush()
+    os.fsync(file.fileno())
+    file.close()
+
+
+def _install(temp: Path, blob_path: Path, meta_temp: Path, meta_path: Path) -> None:
+    try:
+        blob_path.parent.mkdir(parents=True, exist_ok=True)
+        meta_path.parent.mkdir(parents=True, exist_ok=True)
+        # Metadata first: a crash in between leaves new metadata beside the old bytes,
+        # which `_read_info` notices (size) and reads as a blob of unknown type.
+        os.replace(meta_temp, meta_path)
+        os.replace(temp, blob_path)
+    except (NotADirectoryError, IsADirectoryError, FileExistsError) as exc:
+        meta_temp.unlink(missing_ok=True)
+        raise StorageError(
+            "a local blob key cannot also be the folder of other keys", key=str(blob_path.name)
+        ) from exc
+
+
+def _meta_document(info: BlobInfo) -> dict[str, Any]:
+    return {
+        "content_type": info.content_type,
+        "metadata": dict(info.metadata),
+        "size": info.size,
+        "sha256": info.sha256,
+    }
+
+
+def _read_info(key: str, blob_path: Path, meta_path: Path) -> BlobInfo:
+    try:
+        stat = blob_path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise BlobNotFound(key) from None
+    if not blob_path.is_file():
+        raise BlobNotFound(key)
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError):
+        meta = {}
+    if meta.get("size") != stat.st_size:
+        meta = {}
+    return BlobInfo(
+        key=key,
+        size=stat.st_size,
+        content_type=str(meta.get("content_type") or DEFAULT_CONTENT_TYPE),
+        metadata=dict(meta.get("metadata") or {}),
+        modified_at=datetime.fromtimestamp(stat.st_mtime, UTC),
+        sha256=meta.get("sha256"),
+        etag=meta.get("sha256"),
+    )
+
+
+def _keys_under(data: Path, prefix: str) -> list[str]:
+    # Walk only the deepest folder the prefix names, then filter by the rest.
+    folder, _, _ = prefix.rpartition("/")
+    start = data / folder if folder else data
+    found: list[str] = []
+    for directory, _, files in os.walk(start):
+        base = Path(directory).relative_to(data).as_posix()
+        for name in files:
+            key = name if base == "." else f"{base}/{name}"
+            if key.startswith(prefix):
+                found.append(key)
+    return sorted(found)

@@ -1,0 +1,308 @@
+"""`GroupCommit`: one writer stores the deliveries waiting, in one transaction.
+
+A delivery costs a transaction of four inserts and a commit when it is stored
+alone; stored with the others that arrived meanwhile, it costs a share of one.
+Each request hands its delivery to the writer and waits: its answer is known,
+and the ``200`` may go out, only once the transaction holding its rows and its
+outbox event has committed. There is no timer: while one transaction is in
+flight the next deliveries queue, and the writer takes them all (up to
+*max_batch*) as soon as it is free, so a lone delivery is written at once.
+
+Duplicates are decided as one delivery at a time would decide them. Two copies
+in the same batch: the later is a duplicate of the earlier (and shares its
+fate). A key already taken in the database (by an earlier batch, or by another
+process racing on PostgreSQL, which waits for that transaction): ``INSERT ...
+ON CONFLICT DO NOTHING RETURNING`` claims the keys of the whole batch, in key
+order so that two processes lock them in the same order, and a delivery that
+did not get all its keys is a duplicate, whose other keys are given back in the
+same transaction.
+
+A row the database refuses (an integrity or data error) fails its batch; the
+batch is then stored one delivery per transaction, so that only the bad row's
+request gets the error. Any other failure (the database is down or locked)
+fails every request of the batch with the same error (a driver that cannot
+connect at all becomes `seawall.errors.DatabaseError`), which the app answers
+with ``503``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, Final, Literal
+
+import sqlalchemy as sa
+import structlog
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import DataError, IntegrityError
+
+from seawall.db import Database, webhook_dedup, webhook_events
+from seawall.errors import DatabaseError
+from seawall.messaging import Event, Outbox
+
+__all__ = ["GroupCommit", "Outcome", "PendingDelivery"]
+
+_log = structlog.get_logger("seawall.webhooks")
+
+MAX_BATCH: Final = 256
+"""Deliveries per transaction at most (about 0.5 MB of 2 KB bodies)."""
+
+Outcome = tuple[Literal["accepted", "duplicate"], str | None]
+"""What became of a delivery: its status and its stored id (a duplicate: the first's)."""
+
+
+@dataclass(slots=True)
+class PendingDelivery:
+    """A trusted delivery waiting for the writer, with everything its rows need.
+
+    Built in the request's own task, so that the correlation id in its row and
+    its event is the request's, not the writer's.
+
+    Attributes:
+        provider: the provider's name.
+        keys: the dedupe keys it is recognised by (``id:…``, ``sha256:…``).
+        row: its ``webhook_events`` row (``id`` is its webhook id).
+        event: its ``webhook.received`` event.
+        expires_at: when its dedupe keys may be forgotten.
+    """
+
+    provider: str
+    keys: tuple[str, ...]
+    row: dict[str, Any]
+    event: Event
+    expires_at: datetime
+
+    @property
+    def webhook_id(self) -> str:
+        """The id it is stored under, if it is accepted."""
+        return str(self.row["id"])
+
+
+@dataclass(slots=True)
+class _Waiting:
+    delivery: PendingDelivery
+    answer: asyncio.Future[Outcome]
+
+
+# Statements are built once; each execution reuses the compiled form from the cache.
+_RELEASE: Final = webhook_dedup.delete().where(
+    webhook_dedup.c.provider == sa.bindparam("p"),
+    webhook_dedup.c.key == sa.bindparam("k"),
+    webhook_dedup.c.webhook_id == sa.bindparam("w"),
+)
+_HOLDERS: Final = sa.select(webhook_dedup.c.key, webhook_dedup.c.webhook_id).where(
+    webhook_dedup.c.provider == sa.bindparam("p"),
+    webhook_dedup.c.key.in_(sa.bindparam("keys", expanding=True)),
+)
+_STORE: Final = webhook_events.insert()
+
+
+def _claim_statement(dialect: str) -> Any:
+    insert = pg_insert if dialect == "postgresql" else sqlite_insert
+    return (
+        insert(webhook_dedup)
+        .on_conflict_do_nothing()
+        .returning(webhook_dedup.c.provider, webhook_dedup.c.key)
+    )
+
+
+class GroupCommit:
+    """Stores webhook deliveries in shared transactions, one writer per instance.
+
+    Args:
+        database: where the rows go.
+        outbox: writes the ``webhook.received`` events (`Outbox.add_all`).
+        max_batch: deliveries per transaction at most.
+    """
+
+    def __init__(self, database: Database, outbox: Outbox, *, max_batch: int = MAX_BATCH) -> None:
+        if max_batch < 1:
+            raise ValueError("max_batch must be at least 1")
+        self.database = database
+        self.max_batch = max_batch
+        self._outbox = outbox
+        self._claim = _claim_statement(database.dialect)
+        self._waiting: list[_Waiting] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return f"GroupCommit(waiting={len(self._waiting)}, max_batch={self.max_batch})"
+
+    async def store(self, delivery: PendingDelivery) -> Outcome:
+        """Store *delivery* with the others waiting; return once its transaction committed.
+
+        Returns:
+            ``("accepted", its id)``, or ``("duplicate", the first delivery's id)``.
+
+        Raises:
+            sqlalchemy.exc.SQLAlchemyError: its transaction failed; nothing of it
+                is stored.
+            seawall.errors.DatabaseError: the database could not be reached.
+
+        Cancelling the wait before the writer took the delivery withdraws it.
+        """
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Outcome] = loop.create_future()
+        self._waiting.append(_Waiting(delivery, answer))
+        if self._writer is None or self._writer.done():
+            # A context of its own: the writer's logs carry no request's correlation id.
+            self._writer = loop.create_task(
+                self._write(), name="seawall-webhook-writer", context=contextvars.Context()
+            )
+        return await answer
+
+    async def _write(self) -> None:
+        batch: list[_Waiting] = []
+        try:
+            while self._waiting:
+                batch = self._waiting[: self.max_batch]
+                del self._waiting[: self.max_batch]
+                # A request cancelled before its turn withdraws its delivery.
+                batch = [waiting for waiting in batch if not waiting.answer.done()]
+                if batch:
+                    await self._commit(batch)
+                batch = []
+        except BaseException:
+            # Cancelled (the loop is closing): nobody may wait forever for an answer.
+            for waiting in [*batch, *self._waiting]:
+                waiting.answer.cancel()
+            self._waiting.clear()
+            raise
+
+    async def _commit(self, batch: list[_Waiting]) -> None:
+        try:
+            outcomes = await self._transaction([waiting.delivery for waiting in batch])
+        except (IntegrityError, DataError) as exc:
+            if len(batch) == 1:
+                _answer(batch[0].answer, error=exc)
+                return
+            # One row the database refuses must not fail the others: one by one.
+            _log.warning("webhook_batch_split", deliveries=len(batch), error=type(exc).__name__)
+            for waiting in batch:
+                await self._commit([waiting])
+            return
+        except (OSError, TimeoutError) as exc:
+            # The driver could not even connect: a `DatabaseError`, which the app answers 503.
+            unreachable = DatabaseError(
+                f"database is unreachable ({type(exc).__name__}); the delivery was not stored"
+            )
+            unreachable.__cause__ = exc
+            for waiting in batch:
+                _answer(waiting.answer, error=unreachable)
+            return
+        except Exception as exc:  # handed to every request of the batch, which raises it
+            for waiting in batch:
+                _answer(waiting.answer, error=exc)
+            return
+        for waiting, outcome in zip(batch, outcomes, strict=True):
+            _answer(waiting.answer, outcome=outcome)
+
+    async def _transaction(self, deliveries: Sequence[PendingDelivery]) -> list[Outcome]:
+        """Store *deliveries* in one transaction; their outcomes, once it committed."""
+        # Copies inside the batch: the later one follows the first to hold a key.
+        copy_of: dict[int, int] = {}
+        holder: dict[tuple[str, str], int] = {}
+        for index, delivery in enumerate(deliveries):
+            taken = [
+                holder[(delivery.provider, k)]
+                for k in delivery.keys
+                if (delivery.provider, k) in holder
+            ]
+            if taken:
+                copy_of[index] = taken[0]
+                continue
+            for key in delivery.keys:
+                holder[(delivery.provider, key)] = index
+        claims = sorted(
+            (
+                {
+                    "provider": deliveries[index].provider,
+                    "key": key,
+                    "webhook_id": deliveries[index].webhook_id,
+                    "expires_at": deliveries[index].expires_at,
+                }
+                for (_, key), index in holder.items()
+            ),
+            key=lambda claim: (claim["provider"], claim["key"]),
+        )
+        outcomes: list[Outcome | None] = [None] * len(deliveries)
+        async with self.database.transaction() as session:
+            result = await session.execute(self._claim, claims)
+            claimed = {(row[0], row[1]) for row in result}
+            stored: list[PendingDelivery] = []
+            refused: list[int] = []
+            for index, delivery in enumerate(deliveries):
+                if index in copy_of:
+                    continue
+                if all((delivery.provider, key) in claimed for key in delivery.keys):
+                    stored.append(delivery)
+                    outcomes[index] = ("accepted", delivery.webhook_id)
+                else:
+                    refused.append(index)
+            if refused:
+                await self._refuse(
+                    session, [deliveries[i] for i in refused], claimed, outcomes, refused
+                )
+            if stored:
+                await session.execute(_STORE, [delivery.row for delivery in stored])
+                await self._outbox.add_all(session, [delivery.event for delivery in stored])
+        for index, first in sorted(copy_of.items()):
+            earlier = outcomes[first]
+            outcomes[index] = ("duplicate", earlier[1] if earlier else None)
+        return [outcome or ("duplicate", None) for outcome in outcomes]
+
+    async def _refuse(
+        self,
+        session: Any,
+        duplicates: list[PendingDelivery],
+        claimed: set[tuple[str, str]],
+        outcomes: list[Outcome | None],
+        indexes: list[int],
+    ) -> None:
+        """Give back the keys the duplicates did get; find who holds the others."""
+        released = [
+            {"p": delivery.provider, "k": key, "w": delivery.webhook_id}
+            for delivery in duplicates
+            for key in delivery.keys
+            if (delivery.provider, key) in claimed
+        ]
+        if released:
+            await session.execute(_RELEASE, released)
+        wanted: dict[str, set[str]] = {}
+        for delivery in duplicates:
+            wanted.setdefault(delivery.provider, set()).update(
+                key for key in delivery.keys if (delivery.provider, key) not in claimed
+            )
+        holders: dict[tuple[str, str], str] = {}
+        for provider, keys in wanted.items():
+            rows = await session.execute(_HOLDERS, {"p": provider, "keys": sorted(keys)})
+            holders.update(((provider, key), str(webhook_id)) for key, webhook_id in rows)
+        for index, delivery in zip(indexes, duplicates, strict=True):
+            first = next(
+                (
+                    holders[(delivery.provider, k)]
+                    for k in delivery.keys
+                    if (delivery.provider, k) in holders
+                ),
+                None,
+            )
+            outcomes[index] = ("duplicate", first)
+
+
+def _answer(
+    answer: asyncio.Future[Outcome],
+    *,
+    outcome: Outcome | None = None,
+    error: BaseException | None = None,
+) -> None:
+    if answer.done():  # the request was cancelled meanwhile
+        return
+    if error is not None:
+        answer.set_exception(error)
+    else:
+        assert outcome is not None
+        answer.set_result(outcome)
