@@ -24,7 +24,7 @@ from tests.live_server import clean_environment, free_port, seawall_serve
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-DOCUMENTS = [README, *sorted((ROOT / "docs").glob("*.md"))]
+DOCUMENTS = [README, *sorted((ROOT / "docs").rglob("*.md"))]
 # A fenced block; the first word of its info string is the language.
 FENCE = re.compile(r"^```(?P<lang>[\w+-]*)[^\n]*\n(?P<body>.*?)^```[ \t]*$", re.M | re.S)
 DOCUMENTED_BASE_URL = "http://127.0.0.1:8000"

@@ -15,10 +15,12 @@ import pytest
 
 from seawall.app import create_app
 from seawall.app._console import COOKIE
+from seawall.app._state import ServiceState
 from seawall.auth import ApiKeys
-from seawall.config import Settings
+from seawall.config import ServiceSettings, Settings
 from seawall.db import Database
 from seawall.messaging import DeadLetters
+from seawall.testing import EchoServer
 from tests.app.test_admin import dead_letter, stored_webhook
 
 
@@ -293,3 +295,41 @@ async def test_an_operator_releases_a_parked_webhook(
 
     assert response.status_code == 303
     assert response.headers["location"].startswith("/console/webhooks?notice=Replay")
+
+
+async def test_an_operator_forces_a_breaker_open_and_closes_it(
+    settings: Settings, database: Database, keys: Keys
+) -> None:
+    with EchoServer() as echo:
+        configured = settings.model_copy(
+            update={"services": {"catalog": ServiceSettings(base_url=echo.url, critical=False)}}
+        )
+        app = create_app(configured, database=database)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client,
+        ):
+            await log_in(client, keys.operate)
+            page = await client.get("/console")
+            assert 'action="/console/breakers/catalog/open"' in page.text
+            token = csrf_of(page.text)
+
+            opened = await client.post("/console/breakers/catalog/open", data={"csrf": token})
+            shown = await client.get("/console")
+            unknown = await client.post("/console/breakers/nope/open", data={"csrf": token})
+            bogus = await client.post("/console/breakers/catalog/explode", data={"csrf": token})
+            closed = await client.post("/console/breakers/catalog/close", data={"csrf": token})
+
+            assert opened.status_code == 303
+            assert "forced%20open" in opened.headers["location"]
+            row = shown.text.split('data-dependency="catalog"', 1)[1].split("</tr>", 1)[0]
+            assert '<span class="badge open">open</span>' in row
+            assert (unknown.status_code, bogus.status_code) == (404, 404)
+            assert closed.status_code == 303
+            state = app.state.seawall
+            assert isinstance(state, ServiceState)
+            breaker = state.services["catalog"].breaker
+            assert breaker is not None
+            assert breaker.state.value == "closed"

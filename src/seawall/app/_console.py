@@ -19,6 +19,7 @@ from typing import Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
 
 import sqlalchemy as sa
+import structlog
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
@@ -29,10 +30,13 @@ from seawall.db import webhook_events
 from seawall.messaging import DeadLetters, DeadLetterState, outbox_lag
 from seawall.webhooks import STATUSES, WebhookFilter, WebhookLog
 
+log = structlog.get_logger("seawall.app")
+
 COOKIE: Final = "seawall_console"
 REFRESH_SECONDS: Final = 5
 _MAX_FORM_BYTES: Final = 4096
 _PAGE_SIZE: Final = 100
+_BREAKER_ACTIONS: Final = {"open": "forced open", "close": "closed", "reset": "reset"}
 _DEAD_STATES: Final[dict[str, DeadLetterState]] = {
     "dead": "dead",
     "replay": "replay",
@@ -202,6 +206,7 @@ async def _operator(request: Request) -> tuple[Who | None, dict[str, str]]:
         return None, form
     if not hmac.compare_digest(form.get("csrf", ""), _csrf(who[1])):
         return None, form
+    log.info("console_action", subject=who[0].subject, path=request.url.path)
     return who, form
 
 
@@ -231,6 +236,11 @@ async def overview(request: Request) -> Response:
     state = ServiceState.of(request)
     report = state.health.last or await state.health.report()
     dead = await DeadLetters(state.database).count()
+    breakers: dict[str, str] = {}
+    for service in state.services.values():
+        if service.breaker is not None:
+            await service.breaker.refresh()
+            breakers[service.name] = service.breaker.state.value
     return _render(
         request,
         "overview",
@@ -240,6 +250,7 @@ async def overview(request: Request) -> Response:
         health=report,
         outbox=await outbox_lag(state.database),
         dead_letters=sum(dead.values()),
+        breakers=breakers,
         webhooks=await webhook_counts(state),
     )
 
@@ -249,6 +260,20 @@ async def webhook_counts(state: ServiceState) -> dict[str, int]:
     query = sa.select(webhook_events.c.status, sa.func.count()).group_by(webhook_events.c.status)
     async with state.database.reading() as session:
         return {status: int(n) for status, n in (await session.execute(query)).all()}
+
+
+@router.post("/breakers/{name}/{action}")
+async def breaker_action(request: Request, name: str, action: str) -> Response:
+    """Force a service's breaker open or closed, or reset it (every instance, with Redis)."""
+    who, _form_fields = await _operator(request)
+    if who is None:
+        return _refused(request, who)
+    service = ServiceState.of(request).services.get(name)
+    breaker = service.breaker if service is not None else None
+    if breaker is None or action not in _BREAKER_ACTIONS:
+        return _missing(request, who, "No such breaker or action.", "/console")
+    await getattr(breaker, action)()
+    return _back("/console", f"Breaker of {name}: {_BREAKER_ACTIONS[action]}.")
 
 
 @router.get("/webhooks")
