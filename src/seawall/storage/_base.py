@@ -170,6 +170,40 @@ class BlobReader(Protocol):
     ) -> None: ...
 
 
+class ChunkedReader:
+    """A `BlobReader` over a source read in `CHUNK_BYTES` chunks; subclasses say how.
+
+    Subclasses implement `_read` (an empty result ends the blob) and `aclose`.
+    """
+
+    info: BlobInfo
+
+    async def _read(self, size: int) -> bytes:
+        raise NotImplementedError
+
+    async def aclose(self) -> None:
+        """Release the file or the connection."""
+        raise NotImplementedError
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        try:
+            while chunk := await self._read(CHUNK_BYTES):
+                yield chunk
+        finally:
+            await self.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
 async def read_all(reader: BlobReader) -> bytes:
     """Read a (small) blob whole and close it."""
     async with reader:

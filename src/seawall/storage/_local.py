@@ -23,6 +23,7 @@ from seawall.storage._base import (
     DEFAULT_CONTENT_TYPE,
     BlobInfo,
     BlobNotFound,
+    ChunkedReader,
     Data,
     StorageError,
     chunks_of,
@@ -36,34 +37,19 @@ from seawall.storage._signing import blob_signature
 _META_SUFFIX = ".json"
 
 
-class LocalBlobReader:
+class LocalBlobReader(ChunkedReader):
     """A blob file opened for reading, in `CHUNK_BYTES` chunks."""
 
     def __init__(self, info: BlobInfo, file: IO[bytes]) -> None:
         self.info = info
         self._file = file
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while chunk := await asyncio.to_thread(self._file.read, CHUNK_BYTES):
-                yield chunk
-        finally:
-            await self.aclose()
+    async def _read(self, size: int) -> bytes:
+        return await asyncio.to_thread(self._file.read, size)
 
     async def aclose(self) -> None:
         """Close the file."""
         self._file.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class LocalBlobStore:

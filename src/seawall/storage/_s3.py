@@ -17,10 +17,10 @@ from typing import Any, Self
 from pydantic import SecretStr
 
 from seawall.storage._base import (
-    CHUNK_BYTES,
     DEFAULT_CONTENT_TYPE,
     BlobInfo,
     BlobNotFound,
+    ChunkedReader,
     Data,
     StorageError,
     chunks_of,
@@ -34,34 +34,20 @@ PART_BYTES = 8 << 20
 """Multipart upload part size: 8 MiB (S3 needs at least 5 MiB for all but the last)."""
 
 
-class S3BlobReader:
+class S3BlobReader(ChunkedReader):
     """An object's body, streamed from the open response."""
 
     def __init__(self, info: BlobInfo, body: Any) -> None:
         self.info = info
         self._body = body
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        try:
-            while chunk := await self._body.read(CHUNK_BYTES):
-                yield chunk
-        finally:
-            await self.aclose()
+    async def _read(self, size: int) -> bytes:
+        chunk: bytes = await self._body.read(size)
+        return chunk
 
     async def aclose(self) -> None:
         """Release the connection."""
         self._body.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
 
 
 class S3BlobStore:
