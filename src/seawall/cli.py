@@ -52,10 +52,7 @@ webhooks_app = typer.Typer(
 app.add_typer(webhooks_app, name="webhooks")
 sync_app = typer.Typer(help="Pull changes from external systems into cases.", no_args_is_help=True)
 app.add_typer(sync_app, name="sync")
-app.command("import")(import_command)
-app.command("demo")(demo_command)
 app.add_typer(admin_app, name="admin")
-app.command("status")(status)
 
 _err = Console(stderr=True)
 
@@ -199,6 +196,12 @@ def worker() -> None:
     Workers with the same consumers share the work; each consumer group gets every event.
     """
     _run_messaging(relay=False, worker=True)
+
+
+# Commands of their own modules, listed after the processes above.
+app.command("status")(status)
+app.command("import")(import_command)
+app.command("demo")(demo_command)
 
 
 def _with_database(work: Callable[[Database], Awaitable[T]]) -> T:
