@@ -237,7 +237,14 @@ async def test_a_locked_database_is_503_for_every_waiting_delivery(
     )
     database = Database(database_url, timeout=0.2)
     application = create_app(configured, database=database)
-    locker = sqlite3.connect(database_url.removeprefix("sqlite:///"), isolation_level=None)
+    # The lock is taken off the event loop: the app's own background writers may be
+    # inside a transaction that needs the loop to reach its commit.
+    locker = sqlite3.connect(
+        database_url.removeprefix("sqlite:///"),
+        isolation_level=None,
+        timeout=30,
+        check_same_thread=False,
+    )
     deliveries = [github_delivery({"action": "opened", "n": n}) for n in range(3)]
     try:
         async with (
@@ -246,7 +253,7 @@ async def test_a_locked_database_is_503_for_every_waiting_delivery(
                 transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
             ) as client,
         ):
-            locker.execute("BEGIN IMMEDIATE")
+            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
             answers = await asyncio.gather(
                 *(
                     client.post("/webhooks/github", content=body, headers=headers)

@@ -327,6 +327,25 @@ async def test_a_stale_cached_answer_is_served_when_the_service_fails(
     assert other.id == "2"
 
 
+async def test_stale_ttl_counts_past_the_ttl_and_ends(echo: EchoServer, clock: FakeClock) -> None:
+    async with make_service(echo, clock, cache={"/items/{id}": 60.0}, stale_ttl=3600.0) as svc:
+        first = await svc.get("/items/{id}", path_params={"id": "1"}, model=Item)
+        echo.chaos.fail_next(100, status=503)
+        clock.advance(60.0 + 3590.0)
+        stale = await svc.get("/items/{id}", path_params={"id": "1"}, model=Item)
+        clock.advance(20.0)
+        with pytest.raises((ServiceUnavailable, CircuitOpenError)):
+            await svc.get("/items/{id}", path_params={"id": "1"}, model=Item)
+
+    assert stale == first
+
+
+def test_a_stale_ttl_shorter_than_a_cache_ttl_is_fine(echo: EchoServer) -> None:
+    service = ExternalService("x", echo.url, cache={"/a": 7200.0}, stale_ttl=60.0)
+
+    assert service.name == "x"
+
+
 async def test_auth_schemes_reach_the_server(echo: EchoServer, clock: FakeClock) -> None:
     for auth, header, expected in [
         (BearerToken("t0ken"), "authorization", "Bearer t0ken"),

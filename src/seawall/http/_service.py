@@ -109,6 +109,10 @@ def _path(template: str, params: Mapping[str, object] | None) -> str:
         raise ValueError(f"no value for path parameter {exc.args[0]!r} of {template!r}") from None
 
 
+def _seconds(value: float | timedelta) -> float:
+    return value.total_seconds() if isinstance(value, timedelta) else float(value)
+
+
 class ExternalService:
     """A third-party HTTP API with timeouts, retries, a breaker, auth and correlation.
 
@@ -261,7 +265,8 @@ class ExternalService:
             _path(template, None)
             policy = Cache(
                 ttl=ttl,
-                stale_ttl=stale_ttl,
+                # Cache counts stale_ttl from when the answer was stored; ours is past the TTL.
+                stale_ttl=None if stale_ttl is None else _seconds(ttl) + _seconds(stale_ttl),
                 backend=cache_backend,
                 key=_cache_key,
                 stale_on=_ERRORS,
