@@ -52,6 +52,12 @@ What runs, each target in turn, in one run:
 
 Prints a line per step, a table (the bare endpoint is the baseline of the same run:
 ``ratio = seawall / bare``, on the highest sustained rate), then the issue's targets.
+
+``--receiver 1,5,50`` measures instead, in this process and without HTTP,
+``WebhookReceiver.receive`` on PostgreSQL (a fresh database): the same signed
+deliveries handed over N at a time (``asyncio.gather``, so N share a group
+commit), ``--receiver-deliveries`` of them per N; it prints the process CPU per
+delivery, which is what the group commit's transaction costs when shared by N.
 """
 
 from __future__ import annotations
@@ -1239,6 +1245,59 @@ def main(options: argparse.Namespace) -> int:
     return 0
 
 
+async def _receiver_run(url: str, sizes: list[int], deliveries: int) -> None:
+    # Imported here: only this mode loads seawall into the bench process.
+    from pydantic import SecretStr
+
+    from seawall.db import Database, migrate
+    from seawall.webhooks import WebhookProvider, WebhookReceiver
+
+    github = WebhookProvider(name=PROVIDER, scheme="github", secrets=(SecretStr(HMAC_KEY),))
+
+    def delivery(index: int) -> tuple[dict[str, str], bytes]:
+        body = push_payload(index)
+        signature = hmac.new(HMAC_KEY.encode(), body, hashlib.sha256).hexdigest()
+        return {
+            "Content-Type": "application/json",
+            "X-GitHub-Event": "push",
+            "X-GitHub-Delivery": str(uuid.uuid4()),
+            "X-Hub-Signature-256": f"sha256={signature}",
+        }, body
+
+    database = Database(url)
+    try:
+        await migrate(database)
+        receiver = WebhookReceiver(database, {PROVIDER: github})
+        warm = [delivery(i) for i in range(200)]
+        await asyncio.gather(*(receiver.receive(github, h, b) for h, b in warm))
+        for size in sizes:
+            batch = [delivery(i) for i in range(deliveries)]
+            cpu, wall = time.process_time(), time.perf_counter()
+            for start in range(0, deliveries, size):
+                group = batch[start : start + size]
+                await asyncio.gather(*(receiver.receive(github, h, b) for h, b in group))
+            cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+            print(
+                f"  {size:>4} at a time: {cpu / deliveries * 1000:.3f} ms CPU per delivery, "
+                f"{deliveries / wall:,.0f} deliveries/s"
+            )
+    finally:
+        await database.dispose()
+
+
+def receiver_only(options: argparse.Namespace) -> int:
+    """``--receiver``: `WebhookReceiver.receive` on PostgreSQL, no HTTP; CPU per delivery."""
+    sizes = [int(size) for size in options.receiver.split(",")]
+    print(
+        f"WebhookReceiver.receive on PostgreSQL, no HTTP: {options.receiver_deliveries:,} "
+        f"signed {len(push_payload(0)):,}-byte GitHub deliveries per group size"
+    )
+    drop_leftovers(options.postgres)
+    with fresh_database(options.postgres, "receiver") as url:
+        asyncio.run(_receiver_run(url, sizes, options.receiver_deliveries))
+    return 0
+
+
 def parse_options() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per step")
@@ -1267,6 +1326,12 @@ def parse_options() -> argparse.Namespace:
     parser.add_argument("--postgres", default="postgresql://127.0.0.1:5432/postgres")
     parser.add_argument("--nats", default="nats://127.0.0.1:4222")
     parser.add_argument("--quick", action="store_true", help="bare and pg, three 1 s steps")
+    parser.add_argument(
+        "--receiver",
+        metavar="SIZES",
+        help="measure WebhookReceiver.receive without HTTP, SIZES deliveries at a time (1,5,50)",
+    )
+    parser.add_argument("--receiver-deliveries", type=int, default=2000, help=argparse.SUPPRESS)
     parser.add_argument("--serve-bare", type=int, metavar="PORT", help=argparse.SUPPRESS)
     options = parser.parse_args()
     if options.quick:
@@ -1287,4 +1352,6 @@ if __name__ == "__main__":
     if arguments.serve_bare:
         serve_bare(arguments.serve_bare)
         sys.exit(0)
+    if arguments.receiver:
+        sys.exit(receiver_only(arguments))
     sys.exit(main(arguments))

@@ -13,6 +13,7 @@ import hmac
 import json
 import uuid
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,15 +21,19 @@ import asyncpg
 import pytest
 import sqlalchemy as sa
 from pydantic import SecretStr
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from seawall.db import Database, outbox, webhook_dedup, webhook_events
 from seawall.errors import DatabaseError
-from seawall.messaging import Outbox
+from seawall.messaging import Outbox, _wakeup
 from seawall.observability import bind_correlation
 from seawall.webhooks import Receipt, WebhookProvider, WebhookReceiver
+from seawall.webhooks._batch import PendingDelivery, plan_claims
 
 SECRET = "batch-s3cret"
+only_postgres = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 GITHUB = WebhookProvider(name="github", scheme="github", secrets=(SecretStr(SECRET),))
 
 
@@ -316,3 +321,168 @@ def test_max_batch_must_be_positive(tmp_path: Path) -> None:
 
     with pytest.raises(ValueError, match="max_batch"):
         WebhookReceiver(database, {}, max_batch=0)
+
+
+async def test_duplicates_of_two_providers_in_one_batch_name_their_own_first_delivery(
+    database: Database,
+) -> None:
+    mirror = WebhookProvider(name="mirror", scheme="github", secrets=(SecretStr(SECRET),))
+    receiver = WebhookReceiver(database, {"github": GITHUB, "mirror": mirror})
+    headers, body = github_delivery(delivery="shared-delivery-id")
+    first_github, first_mirror = await asyncio.gather(
+        receiver.receive(GITHUB, headers, body), receiver.receive(mirror, headers, body)
+    )
+
+    again_github, again_mirror, fresh = await asyncio.gather(
+        receiver.receive(GITHUB, headers, body),
+        receiver.receive(mirror, headers, body),
+        receiver.receive(GITHUB, *github_delivery()),
+    )
+
+    assert (first_github.status, first_mirror.status) == ("accepted", "accepted")
+    assert first_github.webhook_id != first_mirror.webhook_id
+    assert (again_github.status, again_github.webhook_id) == ("duplicate", first_github.webhook_id)
+    assert (again_mirror.status, again_mirror.webhook_id) == ("duplicate", first_mirror.webhook_id)
+    assert fresh.status == "accepted"
+    assert len(await rows(database, webhook_events)) == 3
+    assert len(await rows(database, outbox)) == 3
+
+
+async def test_the_stored_row_keeps_the_body_headers_and_time_as_received(
+    receiver: WebhookReceiver, database: Database
+) -> None:
+    headers, body = github_delivery()
+    moment = datetime(2026, 12, 6, 12, 30, 15, 123456, tzinfo=UTC)
+
+    receipt = await receiver.receive(GITHUB, headers, body, now=moment)
+
+    [row] = await rows(database, webhook_events)
+    assert row["id"] == receipt.webhook_id
+    assert bytes(row["body"]) == body
+    assert row["body_sha256"] == hashlib.sha256(body).hexdigest()
+    assert row["headers"] == {
+        "content-type": "application/json",
+        "x-github-event": "issues",
+        "x-github-delivery": headers["X-GitHub-Delivery"],
+    }
+    assert (row["status"], row["attempts"], row["event_type"]) == ("received", 0, "issues.opened")
+    assert row["received_at"] == moment
+    keys = await rows(database, webhook_dedup)
+    assert {key["key"] for key in keys} == {
+        f"id:{headers['X-GitHub-Delivery']}",
+        f"sha256:{row['body_sha256']}",
+    }
+    assert {key["expires_at"] for key in keys} == {moment + receiver.dedup_ttl}
+
+
+@pytest.fixture
+async def serialization_failure(database: Database) -> AsyncIterator[str]:
+    """A trigger that fails the ``webhook_events`` insert of a batch holding one delivery id.
+
+    It raises a serialization failure: no bad row's fault, so the batch is not
+    split but fails as a whole, after its dedupe keys were claimed.
+    """
+    marker = f"fail-{uuid.uuid4().hex[:8]}"
+    async with database.transaction() as session:
+        await session.execute(
+            sa.text(
+                "CREATE FUNCTION fail_batch() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                f"BEGIN IF NEW.delivery_id = '{marker}' THEN "
+                "RAISE EXCEPTION 'could not serialize' USING ERRCODE = 'serialization_failure'; "
+                "END IF; RETURN NEW; END $$"
+            )
+        )
+        await session.execute(
+            sa.text(
+                "CREATE TRIGGER fail_batch BEFORE INSERT ON webhook_events "
+                "FOR EACH ROW EXECUTE FUNCTION fail_batch()"
+            )
+        )
+    yield marker
+    async with database.transaction() as session:
+        await session.execute(sa.text("DROP TRIGGER fail_batch ON webhook_events"))
+        await session.execute(sa.text("DROP FUNCTION fail_batch()"))
+
+
+@only_postgres
+async def test_a_failed_batch_answers_every_waiting_delivery_and_stores_nothing(
+    database: Database, serialization_failure: str
+) -> None:
+    marker = serialization_failure
+    receiver = WebhookReceiver(database, {"github": GITHUB})
+    deliveries = [github_delivery() for _ in range(3)] + [github_delivery(delivery=marker)]
+
+    outcomes = await asyncio.gather(
+        *(receiver.receive(GITHUB, headers, body) for headers, body in deliveries),
+        return_exceptions=True,
+    )
+    retried = await receiver.receive(GITHUB, *deliveries[0])
+
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert retried.status == "accepted"
+    assert [row["id"] for row in await rows(database, webhook_events)] == [retried.webhook_id]
+    assert len(await rows(database, outbox)) == 1
+    assert {row["webhook_id"] for row in await rows(database, webhook_dedup)} == {
+        retried.webhook_id
+    }
+
+
+@only_postgres
+async def test_each_batch_notifies_the_outbox_channel_on_postgres(
+    database_url: str, receiver: WebhookReceiver
+) -> None:
+    listener = await asyncpg.connect(database_url)
+    heard: asyncio.Queue[str] = asyncio.Queue()
+    await listener.add_listener("seawall_outbox", lambda *args: heard.put_nowait(args[2]))
+
+    try:
+        await asyncio.gather(*(receiver.receive(GITHUB, *github_delivery()) for _ in range(3)))
+        channel = await asyncio.wait_for(heard.get(), timeout=10)
+    finally:
+        await listener.close()
+
+    assert channel == "seawall_outbox"
+
+
+async def test_a_commit_wakes_the_relays_of_this_process(receiver: WebhookReceiver) -> None:
+    woken = asyncio.Event()
+    _wakeup.register(woken)
+
+    try:
+        await receiver.receive(GITHUB, *github_delivery())
+        await asyncio.wait_for(woken.wait(), timeout=10)
+    finally:
+        _wakeup.unregister(woken)
+
+    assert woken.is_set()
+
+
+def pending(provider: str, *keys: str) -> PendingDelivery:
+    moment = datetime(2026, 1, 1, tzinfo=UTC)
+    return PendingDelivery(
+        provider=provider,
+        keys=keys,
+        row={"id": f"{provider}-{'-'.join(keys)}"},
+        event=None,  # type: ignore[arg-type]  # the plan never looks at the event
+        expires_at=moment,
+    )
+
+
+def test_the_plan_claims_each_key_once_in_key_order_and_names_the_copies() -> None:
+    deliveries = [
+        pending("github", "id:b", "sha256:1"),
+        pending("github", "id:a"),
+        pending("github", "id:c", "sha256:1"),
+        pending("stripe", "id:a"),
+        pending("github", "id:a"),
+    ]
+
+    copy_of, claims = plan_claims(deliveries)
+
+    assert copy_of == {2: 0, 4: 1}
+    assert [(claim["provider"], claim["key"], claim["webhook_id"]) for claim in claims] == [
+        ("github", "id:a", "github-id:a"),
+        ("github", "id:b", "github-id:b-sha256:1"),
+        ("github", "sha256:1", "github-id:b-sha256:1"),
+        ("stripe", "id:a", "stripe-id:a"),
+    ]

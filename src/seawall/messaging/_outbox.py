@@ -21,12 +21,19 @@ class Outbox:
     session; it commits or rolls back with the caller's transaction, which is
     what makes "the case exists" and "its event will be published" one fact.
     `add_all` does the same for many events at once; `row` is the row both write.
+    A writer on the raw driver connection inserts `rows` into `table` itself and
+    calls `committed` once its transaction has committed.
     """
 
     def __init__(self, table: sa.Table = outbox_table) -> None:
         self._table = table
         # Built once: an executemany reuses the compiled statement from the cache.
         self._insert = table.insert()
+
+    @property
+    def table(self) -> sa.Table:
+        """The ``outbox`` table the events go to."""
+        return self._table
 
     def row(
         self,
@@ -106,10 +113,27 @@ class Outbox:
         """
         if not events:
             return
-        now = datetime.now(UTC)
-        rows = [self.row(event, now=now) for event in events]
-        await session.execute(self._insert, rows)
+        await session.execute(self._insert, self.rows(events))
         _wakeup.mark(session.sync_session)
+
+    def rows(self, events: Sequence[Event]) -> list[dict[str, Any]]:
+        """The rows `add_all` writes for *events*, all created now.
+
+        Raises:
+            ValueError: an event has no subject.
+        """
+        now = datetime.now(UTC)
+        return [self.row(event, now=now) for event in events]
+
+    @staticmethod
+    def committed() -> None:
+        """Wake this process's relays: outbox rows were committed without a session.
+
+        A session that `add` or `add_all` wrote through wakes them on its own at
+        commit; a writer on the raw driver connection calls this after its commit.
+        Relays in other processes hear PostgreSQL's ``NOTIFY`` either way.
+        """
+        _wakeup.notify()
 
     @staticmethod
     def envelope(row: sa.RowMapping) -> Event:

@@ -17,6 +17,11 @@ order so that two processes lock them in the same order, and a delivery that
 did not get all its keys is a duplicate, whose other keys are given back in the
 same transaction.
 
+On PostgreSQL the transaction runs on the raw asyncpg connection
+(`AsyncpgBackend`: no session, and one connection checked out, and pinged,
+for as long as deliveries keep coming); elsewhere in a session
+(`SessionBackend`). Both raise SQLAlchemy's errors.
+
 A row the database refuses (an integrity or data error) fails its batch; the
 batch is then stored one delivery per transaction, so that only the bad row's
 request gets the error. Any other failure (the database is down or locked)
@@ -29,22 +34,32 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, Protocol
 
 import sqlalchemy as sa
 import structlog
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import DataError, IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import Database, webhook_dedup, webhook_events
 from seawall.errors import DatabaseError
 from seawall.messaging import Event, Outbox
 
-__all__ = ["GroupCommit", "Outcome", "PendingDelivery"]
+__all__ = [
+    "BatchBackend",
+    "BatchStatements",
+    "GroupCommit",
+    "Outcome",
+    "PendingDelivery",
+    "SessionBackend",
+    "plan_claims",
+]
 
 _log = structlog.get_logger("seawall.webhooks")
 
@@ -101,6 +116,42 @@ _HOLDERS: Final = sa.select(webhook_dedup.c.key, webhook_dedup.c.webhook_id).whe
 _STORE: Final = webhook_events.insert()
 
 
+class BatchStatements(Protocol):
+    """The statements of one batch's transaction, whichever way they reach the database."""
+
+    async def claim(self, claims: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        """Insert the ``webhook_dedup`` rows no one holds yet; the ``(provider, key)`` claimed."""
+        ...
+
+    async def release(self, released: list[tuple[str, str, str]]) -> None:
+        """Delete these ``(provider, key, webhook_id)`` claims again."""
+        ...
+
+    async def holders(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        """The webhook id holding each of these ``(provider, key)``, where one does."""
+        ...
+
+    async def store(self, rows: list[dict[str, Any]]) -> None:
+        """Insert these ``webhook_events`` rows."""
+        ...
+
+    async def stage(self, events: list[Event]) -> None:
+        """Stage these events in the outbox."""
+        ...
+
+
+class BatchBackend(Protocol):
+    """Runs a batch's transaction; may hold a connection while batches keep coming."""
+
+    def transaction(self) -> AbstractAsyncContextManager[BatchStatements]:
+        """One transaction: committed when the block ends, rolled back if it raises."""
+        ...
+
+    async def release(self) -> None:
+        """Give back what was held between batches: the writer has nothing left to do."""
+        ...
+
+
 def _claim_statement(dialect: str) -> Any:
     insert = pg_insert if dialect == "postgresql" else sqlite_insert
     return (
@@ -124,8 +175,14 @@ class GroupCommit:
             raise ValueError("max_batch must be at least 1")
         self.database = database
         self.max_batch = max_batch
-        self._outbox = outbox
-        self._claim = _claim_statement(database.dialect)
+        self._backend: BatchBackend
+        if database.dialect == "postgresql":
+            # The raw asyncpg connection: no session, no pool ping per batch.
+            from seawall.webhooks._batch_postgres import AsyncpgBackend  # noqa: PLC0415
+
+            self._backend = AsyncpgBackend(database, outbox)
+        else:
+            self._backend = SessionBackend(database, outbox)
         self._waiting: list[_Waiting] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -158,19 +215,26 @@ class GroupCommit:
     async def _write(self) -> None:
         batch: list[_Waiting] = []
         try:
-            while self._waiting:
-                batch = self._waiting[: self.max_batch]
-                del self._waiting[: self.max_batch]
-                # A request cancelled before its turn withdraws its delivery.
-                batch = [waiting for waiting in batch if not waiting.answer.done()]
-                if batch:
-                    await self._commit(batch)
-                batch = []
+            while True:
+                while self._waiting:
+                    batch = self._waiting[: self.max_batch]
+                    del self._waiting[: self.max_batch]
+                    # A request cancelled before its turn withdraws its delivery.
+                    batch = [waiting for waiting in batch if not waiting.answer.done()]
+                    if batch:
+                        await self._commit(batch)
+                    batch = []
+                # Nothing waits: give the connection back. Deliveries that came in
+                # meanwhile found this task alive, so it must take them itself.
+                await self._backend.release()
+                if not self._waiting:
+                    return
         except BaseException:
             # Cancelled (the loop is closing): nobody may wait forever for an answer.
             for waiting in [*batch, *self._waiting]:
                 waiting.answer.cancel()
             self._waiting.clear()
+            await self._backend.release()
             raise
 
     async def _commit(self, batch: list[_Waiting]) -> None:
@@ -203,36 +267,10 @@ class GroupCommit:
 
     async def _transaction(self, deliveries: Sequence[PendingDelivery]) -> list[Outcome]:
         """Store *deliveries* in one transaction; their outcomes, once it committed."""
-        # Copies inside the batch: the later one follows the first to hold a key.
-        copy_of: dict[int, int] = {}
-        holder: dict[tuple[str, str], int] = {}
-        for index, delivery in enumerate(deliveries):
-            taken = [
-                holder[(delivery.provider, k)]
-                for k in delivery.keys
-                if (delivery.provider, k) in holder
-            ]
-            if taken:
-                copy_of[index] = taken[0]
-                continue
-            for key in delivery.keys:
-                holder[(delivery.provider, key)] = index
-        claims = sorted(
-            (
-                {
-                    "provider": deliveries[index].provider,
-                    "key": key,
-                    "webhook_id": deliveries[index].webhook_id,
-                    "expires_at": deliveries[index].expires_at,
-                }
-                for (_, key), index in holder.items()
-            ),
-            key=lambda claim: (claim["provider"], claim["key"]),
-        )
+        copy_of, claims = plan_claims(deliveries)
         outcomes: list[Outcome | None] = [None] * len(deliveries)
-        async with self.database.transaction() as session:
-            result = await session.execute(self._claim, claims)
-            claimed = {(row[0], row[1]) for row in result}
+        async with self._backend.transaction() as statements:
+            claimed = await statements.claim(claims)
             stored: list[PendingDelivery] = []
             refused: list[int] = []
             for index, delivery in enumerate(deliveries):
@@ -244,53 +282,127 @@ class GroupCommit:
                 else:
                     refused.append(index)
             if refused:
-                await self._refuse(
-                    session, [deliveries[i] for i in refused], claimed, outcomes, refused
+                duplicates = [deliveries[i] for i in refused]
+                # Give back the keys the duplicates did get; find who holds the others.
+                released = [
+                    (delivery.provider, key, delivery.webhook_id)
+                    for delivery in duplicates
+                    for key in delivery.keys
+                    if (delivery.provider, key) in claimed
+                ]
+                if released:
+                    await statements.release(released)
+                wanted = sorted(
+                    {
+                        (delivery.provider, key)
+                        for delivery in duplicates
+                        for key in delivery.keys
+                        if (delivery.provider, key) not in claimed
+                    }
                 )
+                holders = await statements.holders(wanted)
+                for index, delivery in zip(refused, duplicates, strict=True):
+                    first = next(
+                        (
+                            holders[(delivery.provider, k)]
+                            for k in delivery.keys
+                            if (delivery.provider, k) in holders
+                        ),
+                        None,
+                    )
+                    outcomes[index] = ("duplicate", first)
             if stored:
-                await session.execute(_STORE, [delivery.row for delivery in stored])
-                await self._outbox.add_all(session, [delivery.event for delivery in stored])
-        for index, first in sorted(copy_of.items()):
-            earlier = outcomes[first]
+                await statements.store([delivery.row for delivery in stored])
+                await statements.stage([delivery.event for delivery in stored])
+        for index, first_index in sorted(copy_of.items()):
+            earlier = outcomes[first_index]
             outcomes[index] = ("duplicate", earlier[1] if earlier else None)
         return [outcome or ("duplicate", None) for outcome in outcomes]
 
-    async def _refuse(
-        self,
-        session: Any,
-        duplicates: list[PendingDelivery],
-        claimed: set[tuple[str, str]],
-        outcomes: list[Outcome | None],
-        indexes: list[int],
-    ) -> None:
-        """Give back the keys the duplicates did get; find who holds the others."""
-        released = [
-            {"p": delivery.provider, "k": key, "w": delivery.webhook_id}
-            for delivery in duplicates
-            for key in delivery.keys
-            if (delivery.provider, key) in claimed
+
+def plan_claims(
+    deliveries: Sequence[PendingDelivery],
+) -> tuple[dict[int, int], list[dict[str, Any]]]:
+    """Which deliveries copy an earlier one of the batch, and the keys the rest claim (pure).
+
+    Returns:
+        ``{index of a copy: index of the first delivery holding one of its keys}``,
+        and the ``webhook_dedup`` rows to claim, in ``(provider, key)`` order.
+    """
+    copy_of: dict[int, int] = {}
+    holder: dict[tuple[str, str], int] = {}
+    for index, delivery in enumerate(deliveries):
+        taken = [
+            holder[(delivery.provider, k)]
+            for k in delivery.keys
+            if (delivery.provider, k) in holder
         ]
-        if released:
-            await session.execute(_RELEASE, released)
-        wanted: dict[str, set[str]] = {}
-        for delivery in duplicates:
-            wanted.setdefault(delivery.provider, set()).update(
-                key for key in delivery.keys if (delivery.provider, key) not in claimed
-            )
-        holders: dict[tuple[str, str], str] = {}
-        for provider, keys in wanted.items():
-            rows = await session.execute(_HOLDERS, {"p": provider, "keys": sorted(keys)})
-            holders.update(((provider, key), str(webhook_id)) for key, webhook_id in rows)
-        for index, delivery in zip(indexes, duplicates, strict=True):
-            first = next(
-                (
-                    holders[(delivery.provider, k)]
-                    for k in delivery.keys
-                    if (delivery.provider, k) in holders
-                ),
-                None,
-            )
-            outcomes[index] = ("duplicate", first)
+        if taken:
+            copy_of[index] = taken[0]
+            continue
+        for key in delivery.keys:
+            holder[(delivery.provider, key)] = index
+    claims = [
+        {
+            "provider": provider,
+            "key": key,
+            "webhook_id": deliveries[index].webhook_id,
+            "expires_at": deliveries[index].expires_at,
+        }
+        for (provider, key), index in sorted(holder.items())
+    ]
+    return copy_of, claims
+
+
+class SessionStatements:
+    """The batch's statements through a SQLAlchemy session (SQLite, and the reference path)."""
+
+    def __init__(self, session: AsyncSession, claim: Any, outbox: Outbox) -> None:
+        self._session = session
+        self._claim = claim
+        self._outbox = outbox
+
+    async def claim(self, claims: list[dict[str, Any]]) -> set[tuple[str, str]]:
+        result = await self._session.execute(self._claim, claims)
+        return {(row[0], row[1]) for row in result}
+
+    async def release(self, released: list[tuple[str, str, str]]) -> None:
+        await self._session.execute(
+            _RELEASE, [{"p": provider, "k": key, "w": owner} for provider, key, owner in released]
+        )
+
+    async def holders(self, wanted: list[tuple[str, str]]) -> dict[tuple[str, str], str]:
+        by_provider: dict[str, list[str]] = {}
+        for provider, key in wanted:
+            by_provider.setdefault(provider, []).append(key)
+        found: dict[tuple[str, str], str] = {}
+        for provider, keys in by_provider.items():
+            rows = await self._session.execute(_HOLDERS, {"p": provider, "keys": keys})
+            found.update(((provider, key), str(owner)) for key, owner in rows)
+        return found
+
+    async def store(self, rows: list[dict[str, Any]]) -> None:
+        await self._session.execute(_STORE, rows)
+
+    async def stage(self, events: list[Event]) -> None:
+        await self._outbox.add_all(self._session, events)
+
+
+class SessionBackend:
+    """Each batch in a session of its own, from `Database.transaction`."""
+
+    def __init__(self, database: Database, outbox: Outbox) -> None:
+        self._database = database
+        self._outbox = outbox
+        self._claim = _claim_statement(database.dialect)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[SessionStatements]:
+        async with self._database.transaction() as session:
+            yield SessionStatements(session, self._claim, self._outbox)
+
+    async def release(self) -> None:
+        """Nothing is held between batches."""
 
 
 def _answer(
