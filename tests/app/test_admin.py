@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
+import json
 import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -377,6 +379,27 @@ async def test_a_forged_cursor_is_400_or_422(admin: Admin, cursor: str) -> None:
 
     assert response.status_code in {400, 422}
     assert response.headers["content-type"] == PROBLEM
+
+
+def _cursor(values: list[Any]) -> str:
+    raw = json.dumps(values).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+@pytest.mark.parametrize(
+    ("path", "cursor"),
+    [
+        ("/admin/dead-letters", _cursor([10**23])),
+        ("/admin/outbox/recent", _cursor([10**23])),
+        ("/admin/webhooks", _cursor(["2026-01-01T00:00:00+00:00", "\ud800"])),
+    ],
+    ids=["huge-id", "huge-seq", "lone-surrogate"],
+)
+async def test_a_cursor_that_cannot_be_bound_is_400(admin: Admin, path: str, cursor: str) -> None:
+    response = await admin.get(path, params={"cursor": cursor})
+
+    assert response.status_code == 400
+    assert response.json()["type"] == "urn:seawall:problem:invalid-cursor"
 
 
 async def test_consumers_report_lag_and_dead_letters(admin: Admin) -> None:

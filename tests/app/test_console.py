@@ -17,11 +17,12 @@ from seawall.app import create_app
 from seawall.app._console import COOKIE
 from seawall.app._state import ServiceState
 from seawall.auth import ApiKeys
-from seawall.config import ServiceSettings, Settings
+from seawall.config import AdminSettings, ServiceSettings, Settings
 from seawall.db import Database
 from seawall.messaging import DeadLetters
 from seawall.testing import EchoServer
 from tests.app.test_admin import dead_letter, stored_webhook
+from tests.auth.identity import AUDIENCE, ISSUER, FakeIdentityProvider
 
 
 @dataclass
@@ -128,11 +129,62 @@ async def test_a_revoked_key_is_logged_out_at_once(
 
 async def test_logging_out_forgets_the_cookie(browser: httpx.AsyncClient, keys: Keys) -> None:
     await log_in(browser, keys.read)
+    page = await browser.get("/console")
 
-    response = await browser.post("/console/logout")
+    response = await browser.post("/console/logout", data={"csrf": csrf_of(page.text)})
 
-    assert response.status_code == 303
+    assert response.headers["location"] == "/console/login"
     assert (await browser.get("/console")).status_code == 303
+
+
+async def test_a_logout_from_another_site_is_ignored(
+    browser: httpx.AsyncClient, keys: Keys
+) -> None:
+    await log_in(browser, keys.read)
+
+    forged = await browser.post("/console/logout", data={"csrf": "é" * 64})
+
+    assert forged.headers["location"] == "/console"
+    assert "set-cookie" not in forged.headers
+    assert (await browser.get("/console")).status_code == 200
+
+
+async def test_a_notice_is_a_code_never_text_from_the_url(
+    browser: httpx.AsyncClient, keys: Keys
+) -> None:
+    await log_in(browser, keys.read)
+
+    planted = await browser.get("/console", params={"notice": "Re-enter your key at evil.example"})
+    known = await browser.get("/console", params={"notice": "purged"})
+
+    assert "evil.example" not in planted.text
+    assert '<p class="notice">Purged.</p>' in known.text
+
+
+async def test_a_token_without_a_console_scope_cannot_log_in(
+    settings: Settings, database: Database
+) -> None:
+    with FakeIdentityProvider() as idp:
+        configured = settings.model_copy(
+            update={"admin": AdminSettings(jwks_url=idp.jwks_url, issuer=ISSUER, audience=AUDIENCE)}
+        )
+        app = create_app(configured, database=database)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=app), base_url="http://t"
+            ) as client,
+        ):
+            unscoped = await log_in(client, idp.token(scope="profile email"))
+            client.cookies.set(COOKIE, idp.token(scope="profile"), path="/console")
+            planted = await client.get("/console")
+            client.cookies.clear()
+            scoped = await log_in(client, idp.token(scope="read"))
+
+    assert unscoped.status_code == 401
+    assert planted.status_code == 303
+    assert scoped.status_code == 303
+    assert scoped.headers["location"] == "/console"
 
 
 async def test_a_form_body_that_is_too_large_or_not_text_logs_nobody_in(
@@ -197,6 +249,13 @@ async def test_webhooks_are_filtered_and_shown_with_their_body(
 
 async def test_unknown_records_are_404_pages(browser: httpx.AsyncClient, keys: Keys) -> None:
     await log_in(browser, keys.read)
+    page = await browser.get("/console")
+
+    huge = "9" * 30
+    assert (await browser.get(f"/console/dead-letters/{huge}")).status_code == 422
+    bad_csrf = await browser.post("/console/dead-letters/1/purge", data={"csrf": "é"})
+    assert bad_csrf.status_code == 403
+    assert page.status_code == 200
 
     assert (await browser.get("/console/webhooks/nope")).status_code == 404
     assert (await browser.get("/console/dead-letters/999999")).status_code == 404
@@ -232,7 +291,7 @@ async def test_an_operator_replays_a_dead_letter_and_it_leaves_the_list(
     )
 
     assert response.status_code == 303
-    assert response.headers["location"].startswith("/console/dead-letters?notice=Replay")
+    assert response.headers["location"] == "/console/dead-letters?notice=replay-queued"
     assert f'data-dead-letter="{letter}"' not in (await browser.get("/console/dead-letters")).text
     stored = await DeadLetters(database).get(letter)
     assert stored is not None
@@ -294,7 +353,7 @@ async def test_an_operator_releases_a_parked_webhook(
     )
 
     assert response.status_code == 303
-    assert response.headers["location"].startswith("/console/webhooks?notice=Replay")
+    assert response.headers["location"] == "/console/webhooks?notice=replay-queued"
 
 
 async def test_an_operator_forces_a_breaker_open_and_closes_it(
@@ -317,13 +376,14 @@ async def test_an_operator_forces_a_breaker_open_and_closes_it(
             token = csrf_of(page.text)
 
             opened = await client.post("/console/breakers/catalog/open", data={"csrf": token})
-            shown = await client.get("/console")
+            shown = await client.get(opened.headers["location"])
             unknown = await client.post("/console/breakers/nope/open", data={"csrf": token})
             bogus = await client.post("/console/breakers/catalog/explode", data={"csrf": token})
             closed = await client.post("/console/breakers/catalog/close", data={"csrf": token})
 
             assert opened.status_code == 303
-            assert "forced%20open" in opened.headers["location"]
+            assert opened.headers["location"] == "/console?notice=breaker-open"
+            assert "The breaker was forced open." in shown.text
             row = shown.text.split('data-dependency="catalog"', 1)[1].split("</tr>", 1)[0]
             assert '<span class="badge open">open</span>' in row
             assert (unknown.status_code, bogus.status_code) == (404, 404)

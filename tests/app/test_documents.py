@@ -6,6 +6,7 @@ import hashlib
 import io
 import os
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -272,6 +273,47 @@ async def test_a_malformed_body_is_400_and_leaves_nothing(
 # --- reading ------------------------------------------------------------------------------------
 
 
+FILE_PART = (
+    b'--b\r\nContent-Disposition: form-data; name="file"; filename="a.txt"\r\n'
+    b"Content-Type: text/plain\r\n\r\nhello\r\n"
+)
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b"--b\r\n",
+        b"--b\r\nxxxx",
+        b'--b\r\nContent-Disposition: form-data; name="file"; filename="b.txt"\r\n'
+        b"\r\nb\r\n--b--\r\n",
+        b'--b\r\nContent-Disposition: form-data; name="note"\r\n\r\n'
+        + b"n" * 70_000
+        + b"\r\n--b--\r\n",
+    ],
+    ids=["no-closing-boundary", "garbage-after-boundary", "second-file", "huge-field"],
+)
+async def test_a_body_malformed_after_the_file_is_400_and_leaves_nothing(
+    client: httpx.AsyncClient,
+    case: dict[str, Any],
+    database: Database,
+    blobs: LocalBlobStore,
+    rest: bytes,
+) -> None:
+    async def in_two_writes() -> AsyncIterator[bytes]:
+        yield FILE_PART
+        yield rest
+
+    response = await client.post(
+        f"/cases/{case['id']}/documents",
+        content=in_two_writes(),
+        headers={**key(), "Content-Type": "multipart/form-data; boundary=b"},
+    )
+
+    assert_problem(response, 400, "malformed-upload")
+    assert await stored_keys(blobs) == []
+    assert await document_rows(database) == []
+
+
 async def test_a_utf8_file_name_is_kept(client: httpx.AsyncClient, case: dict[str, Any]) -> None:
     body = (
         b'--b\r\nContent-Disposition: form-data; name="file"; filename="'
@@ -333,9 +375,11 @@ async def test_a_tampered_signed_url_is_403(
 
     tampered = await client.get(location[:-4] + "0000")
     unsigned = await client.get(f"/blobs/documents/{created['id']}")
+    non_ascii = await client.get(location[:-1] + "%C3%A9")  # 64 characters, one not ASCII
 
     assert_problem(tampered, 403, "invalid-signature")
     assert_problem(unsigned, 403, "invalid-signature")
+    assert_problem(non_ascii, 403, "invalid-signature")
 
 
 async def test_an_expired_signed_url_is_403(

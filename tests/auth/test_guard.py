@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 
-from seawall.auth import AuthenticationFailed, Authenticator, AuthGuard, FailedAuthLimiter
+from seawall.auth import (
+    AuthenticationFailed,
+    Authenticator,
+    AuthGuard,
+    FailedAuthLimiter,
+    Principal,
+)
 from seawall.errors import RateLimitExceeded
 from seawall.testing import FakeClock
 
@@ -51,3 +59,25 @@ async def test_a_blocked_address_is_refused_before_its_credentials_are_checked()
 async def test_what_the_authenticator_refuses_and_why(header: str | None, reason: str) -> None:
     with pytest.raises(AuthenticationFailed, match=reason):
         await Authenticator().authenticate(header)
+
+
+async def test_a_burst_of_guesses_is_checked_one_at_a_time_and_stops_at_the_limit() -> None:
+    checked = 0
+
+    class Counting(Authenticator):
+        async def authenticate(self, authorization: str | None) -> Principal:
+            nonlocal checked
+            checked += 1
+            await asyncio.sleep(0)
+            raise AuthenticationFailed("no")
+
+    guard = AuthGuard(Counting(), FailedAuthLimiter("5/minute", clock=FakeClock()))
+
+    answers = await asyncio.gather(
+        *(guard.authenticate("Bearer guess", client="a") for _ in range(50)),
+        return_exceptions=True,
+    )
+
+    assert checked == 6  # five counted failures, and the one that trips the block
+    assert sum(isinstance(answer, RateLimitExceeded) for answer in answers) == 45
+    assert guard.failures._turns == {}  # nothing is kept per address

@@ -10,10 +10,10 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
-from joserfc.jwk import RSAKey
+from joserfc.jwk import KeySet, RSAKey
 
 from seawall.auth import AuthenticationFailed, JwtValidator, scopes_of
-from seawall.testing import FakeClock
+from seawall.testing import FakeClock, FakeResponse, FakeServer
 from tests.auth.identity import AUDIENCE, ISSUER, FakeIdentityProvider
 
 
@@ -218,3 +218,45 @@ def test_symmetric_or_no_algorithms_are_a_configuration_mistake(algorithms: list
 )
 def test_scopes_are_read_from_strings_and_lists(value: object, expected: set[str]) -> None:
     assert scopes_of(value) == expected
+
+
+async def test_a_bad_key_in_the_set_does_not_void_the_good_ones(
+    idp: FakeIdentityProvider, clock: FakeClock
+) -> None:
+    document = KeySet(idp.keys).as_dict(private=False)
+    document["keys"].append({"kty": "EC", "crv": "BP-256", "x": "AAAA", "y": "AAAA", "kid": "odd"})
+    with FakeServer() as provider:
+        provider.route("GET", "/jwks", lambda _request: FakeResponse.json(document))
+        checker = JwtValidator(
+            f"{provider.url}/jwks", issuer=ISSUER, audience=AUDIENCE, clock=clock
+        )
+        try:
+            principal = await checker.verify(idp.token(now=clock.wall()))
+        finally:
+            await checker.aclose()
+
+    assert principal.subject == "alice@example.test"
+
+
+async def test_a_provider_answering_garbage_is_asked_once_per_interval(
+    idp: FakeIdentityProvider, clock: FakeClock
+) -> None:
+    token = idp.token(now=clock.wall(), expires_in=3600)
+    with FakeServer() as provider:
+        provider.route("GET", "/jwks", lambda _request: FakeResponse.json({"error": "maintenance"}))
+        checker = JwtValidator(
+            f"{provider.url}/jwks", issuer=ISSUER, audience=AUDIENCE, clock=clock, min_refresh=30.0
+        )
+        try:
+            for _ in range(20):
+                with pytest.raises(AuthenticationFailed, match="unavailable"):
+                    await checker.verify(token)
+            asked_first = len(provider.requests)
+            clock.advance(31.0)
+            with pytest.raises(AuthenticationFailed):
+                await checker.verify(token)
+        finally:
+            await checker.aclose()
+
+    assert asked_first == 1
+    assert len(provider.requests) == 2

@@ -171,6 +171,7 @@ async def test_a_signed_url_fetches_the_blob(store: BlobStore) -> None:
             response = await client.get(url)
         assert response.status_code == 200
         assert response.content == b"signed content"
+        assert response.headers["content-disposition"] == "attachment"
 
 
 async def test_signed_url_lifetime_is_bounded(store: BlobStore) -> None:

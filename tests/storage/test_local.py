@@ -11,6 +11,7 @@ import pytest
 from pydantic import SecretStr
 
 from seawall.storage import (
+    BlobNotFound,
     InvalidSignedUrl,
     LocalBlobStore,
     StorageError,
@@ -51,6 +52,20 @@ async def test_a_key_cannot_also_be_a_folder(local: LocalBlobStore) -> None:
 
     with pytest.raises(StorageError, match="folder"):
         await local.put("a/b", b"under a file")
+
+    assert list((local.root / "tmp").iterdir()) == []
+
+
+async def test_a_name_too_long_for_the_file_system_is_a_storage_error(
+    local: LocalBlobStore,
+) -> None:
+    key = "x" * 300  # a valid key (S3 takes it); one path segment too long for most file systems
+
+    with pytest.raises(StorageError, match="cannot hold"):
+        await local.put(key, b"2")
+    with pytest.raises(BlobNotFound):
+        await local.head(key)
+    await local.delete(key)
 
     assert list((local.root / "tmp").iterdir()) == []
 

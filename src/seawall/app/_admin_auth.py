@@ -168,7 +168,11 @@ def decode_cursor(token: str, *types: type) -> list[Any]:
                 raise ValueError("wrong type")
             if isinstance(value, str) and "\x00" in value:
                 raise ValueError("NUL")
-    except (binascii.Error, ValueError, UnicodeDecodeError) as exc:
+            if isinstance(value, str):
+                value.encode("utf-8")  # a lone surrogate cannot be a bound value
+            if isinstance(value, int) and not -(2**62) <= value <= 2**62:
+                raise ValueError("out of range")
+    except (binascii.Error, ValueError, UnicodeError) as exc:
         raise Problem(
             400,
             "invalid-cursor",

@@ -15,12 +15,13 @@ import hmac
 import json
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
 from urllib.parse import parse_qs, quote, urlsplit
 
 import sqlalchemy as sa
 import structlog
 from fastapi import APIRouter, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
@@ -36,7 +37,19 @@ COOKIE: Final = "seawall_console"
 REFRESH_SECONDS: Final = 5
 _MAX_FORM_BYTES: Final = 4096
 _PAGE_SIZE: Final = 100
-_BREAKER_ACTIONS: Final = {"open": "forced open", "close": "closed", "reset": "reset"}
+DeadLetterId = Annotated[int, PathParam(ge=1, le=2**62)]
+_BREAKER_ACTIONS: Final = frozenset({"open", "close", "reset"})
+# What a page may say after a button: fixed texts by code, never text from the URL.
+_NOTICES: Final = {
+    "replay-queued": "Replay queued.",
+    "no-delivery": "No such delivery.",
+    "not-dead": "Nothing to replay: it is not dead.",
+    "purged": "Purged.",
+    "nothing-purged": "Nothing purged.",
+    "breaker-open": "The breaker was forced open.",
+    "breaker-close": "The breaker was closed.",
+    "breaker-reset": "The breaker was reset.",
+}
 _DEAD_STATES: Final[dict[str, DeadLetterState]] = {
     "dead": "dead",
     "replay": "replay",
@@ -68,7 +81,10 @@ async def _principal(request: Request) -> Who | None:
     if not key:
         return None
     principal = await _guard(request).authenticate_key(key, client=_client(request))
-    return None if principal is None else (principal, key)
+    # A federated token may verify and still grant nothing here (no read scope).
+    if principal is None or not principal.allows("read"):
+        return None
+    return principal, key
 
 
 def _client(request: Request) -> str:
@@ -77,6 +93,11 @@ def _client(request: Request) -> str:
 
 def _csrf(key: str) -> str:
     return hmac.new(key.encode(), b"seawall-console-csrf", hashlib.sha256).hexdigest()
+
+
+def _csrf_matches(sent: str, key: str) -> bool:
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a TypeError, a 500).
+    return hmac.compare_digest(sent.encode("utf-8", "replace"), _csrf(key).encode())
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -121,7 +142,7 @@ def _render(
         "csrf": _csrf(key) if key else "",
         "can_operate": principal is not None and principal.allows("operate"),
         "refresh_seconds": REFRESH_SECONDS if section else 0,
-        "notice": request.query_params.get("notice"),
+        "notice": _NOTICES.get(request.query_params.get("notice") or ""),
         "page": f"{page}.html",
         **context,
     }
@@ -145,6 +166,7 @@ def _to_login(request: Request) -> Response:
 
 
 def _back(path: str, notice: str) -> RedirectResponse:
+    """Go back to *path* with the notice whose code is *notice* (see `_NOTICES`)."""
     separator = "&" if "?" in path else "?"
     return RedirectResponse(f"{path}{separator}notice={quote(notice)}", status_code=303)
 
@@ -168,7 +190,7 @@ async def login(request: Request) -> Response:
     target = _local(form.get("next"), "/console")
     auth = _guard(request)
     principal = await auth.authenticate_key(key, client=_client(request)) if key else None
-    if principal is None:
+    if principal is None or not principal.allows("read"):
         return _render(
             request,
             "login",
@@ -192,7 +214,11 @@ async def login(request: Request) -> Response:
 
 @router.post("/logout")
 async def logout(request: Request) -> Response:
-    """Forget the cookie."""
+    """Forget the cookie (only when the form's CSRF token matches: no logout from elsewhere)."""
+    form = await _form(request)
+    key = request.cookies.get(COOKIE)
+    if key and not _csrf_matches(form.get("csrf", ""), key):
+        return RedirectResponse("/console", status_code=303)
     response = RedirectResponse("/console/login", status_code=303)
     response.delete_cookie(COOKIE, path="/console")
     return response
@@ -204,7 +230,7 @@ async def _operator(request: Request) -> tuple[Who | None, dict[str, str]]:
     form = await _form(request)
     if who is None or not who[0].allows("operate"):
         return None, form
-    if not hmac.compare_digest(form.get("csrf", ""), _csrf(who[1])):
+    if not _csrf_matches(form.get("csrf", ""), who[1]):
         return None, form
     log.info("console_action", subject=who[0].subject, path=request.url.path)
     return who, form
@@ -273,7 +299,7 @@ async def breaker_action(request: Request, name: str, action: str) -> Response:
     if breaker is None or action not in _BREAKER_ACTIONS:
         return _missing(request, who, "No such breaker or action.", "/console")
     await getattr(breaker, action)()
-    return _back("/console", f"Breaker of {name}: {_BREAKER_ACTIONS[action]}.")
+    return _back("/console", f"breaker-{action}")
 
 
 @router.get("/webhooks")
@@ -358,7 +384,7 @@ async def replay_webhook(request: Request, webhook_id: str) -> Response:
     log = WebhookLog(ServiceState.of(request).database)
     queued = await log.replay([webhook_id], force=form.get("force") == "1")
     back = _local(form.get("back"), "/console/webhooks")
-    return _back(back, "Replay queued." if queued else "No such delivery.")
+    return _back(back, "replay-queued" if queued else "no-delivery")
 
 
 @router.get("/dead-letters")
@@ -388,7 +414,7 @@ async def dead_letters(request: Request) -> Response:
 
 
 @router.get("/dead-letters/{dead_letter_id}")
-async def dead_letter(request: Request, dead_letter_id: int) -> Response:
+async def dead_letter(request: Request, dead_letter_id: DeadLetterId) -> Response:
     """One dead letter: facts, attempt history, message."""
     who = await _principal(request)
     if who is None:
@@ -412,24 +438,24 @@ async def dead_letter(request: Request, dead_letter_id: int) -> Response:
 
 
 @router.post("/dead-letters/{dead_letter_id}/replay")
-async def replay_dead_letter(request: Request, dead_letter_id: int) -> Response:
+async def replay_dead_letter(request: Request, dead_letter_id: DeadLetterId) -> Response:
     """Hand a dead letter back to its consumer (its id is kept: the inbox still guards it)."""
     who, form = await _operator(request)
     if who is None:
         return _refused(request, who)
     queued = await DeadLetters(ServiceState.of(request).database).request_replay([dead_letter_id])
     back = _local(form.get("back"), "/console/dead-letters")
-    return _back(back, "Replay queued." if queued else "Nothing to replay: it is not dead.")
+    return _back(back, "replay-queued" if queued else "not-dead")
 
 
 @router.post("/dead-letters/{dead_letter_id}/purge")
-async def purge_dead_letter(request: Request, dead_letter_id: int) -> Response:
+async def purge_dead_letter(request: Request, dead_letter_id: DeadLetterId) -> Response:
     """Delete a dead letter for good."""
     who, _form_fields = await _operator(request)
     if who is None:
         return _refused(request, who)
     removed = await DeadLetters(ServiceState.of(request).database).purge([dead_letter_id])
-    return _back("/console/dead-letters", "Purged." if removed else "Nothing purged.")
+    return _back("/console/dead-letters", "purged" if removed else "nothing-purged")
 
 
 def _missing(request: Request, who: Who, message: str, back: str) -> HTMLResponse:

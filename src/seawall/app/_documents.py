@@ -244,7 +244,10 @@ async def upload_document(
     except MalformedUpload as exc:
         raise Problem(400, "malformed-upload", str(exc)) from None
     try:
-        await upload.finish()
+        try:
+            await upload.finish()
+        except MalformedUpload as exc:
+            raise Problem(400, "malformed-upload", str(exc)) from None
         return await _record_upload(request, state, key, case_id, document_id, part.filename, blob)
     except BaseException:
         with contextlib.suppress(Exception):

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Final
 
 from seawall.auth._keys import KEY_PREFIX, AuthenticationFailed, Principal
@@ -45,9 +48,31 @@ class FailedAuthLimiter:
             rate, name="admin-auth-failures", mode="raise", storage=storage, clock=clock
         )
         self._blocked: OrderedDict[str, float] = OrderedDict()
+        self._turns: dict[str, tuple[asyncio.Lock, int]] = {}
 
     def __repr__(self) -> str:
         return f"FailedAuthLimiter({self.limit!r})"
+
+    @asynccontextmanager
+    async def turn(self, address: str) -> AsyncIterator[None]:
+        """Hold *address*'s turn: its attempts are checked one at a time (in this process).
+
+        Otherwise a burst of guesses would all pass `check` before the first failure
+        is counted, and every one of them would be verified.
+        """
+        lock, users = self._turns.get(address, (None, 0))
+        if lock is None:
+            lock = asyncio.Lock()
+        self._turns[address] = (lock, users + 1)
+        try:
+            async with lock:
+                yield
+        finally:
+            _, users = self._turns[address]
+            if users <= 1:
+                del self._turns[address]
+            else:
+                self._turns[address] = (lock, users - 1)
 
     def check(self, address: str) -> None:
         """Raise `RateLimitExceeded` while *address* is blocked."""
@@ -141,12 +166,13 @@ class AuthGuard:
             RateLimitExceeded: *client* failed too often; try after ``retry_after``.
             AuthenticationFailed: the credentials do not verify (the failure is counted).
         """
-        self.failures.check(client)
-        try:
-            return await self.authenticator.authenticate(authorization)
-        except AuthenticationFailed:
-            await self.failures.failed(client)
-            raise
+        async with self.failures.turn(client):
+            self.failures.check(client)
+            try:
+                return await self.authenticator.authenticate(authorization)
+            except AuthenticationFailed:
+                await self.failures.failed(client)
+                raise
 
     async def authenticate_key(self, key: str, *, client: str) -> Principal | None:
         """The principal of a bare credential (a console cookie), or None (counted as failed)."""

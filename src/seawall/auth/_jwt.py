@@ -27,7 +27,6 @@ from joserfc.jwk import KeySet
 from joserfc.jwt import JWTClaimsRegistry
 
 from seawall.auth._keys import SCOPES, AuthenticationFailed, Principal
-from seawall.errors import ExternalServiceError, ResilienceError
 from seawall.http import ExternalService
 from seawall.resilience import SYSTEM_CLOCK, Clock, Retry
 
@@ -101,6 +100,7 @@ class JwtValidator:
         self._clock = clock or SYSTEM_CLOCK
         self._keys: KeySet | None = None
         self._fetched_at = float("-inf")
+        self._tried_at = float("-inf")
         self._generation = 0
         self._lock = asyncio.Lock()
 
@@ -162,30 +162,45 @@ class JwtValidator:
         known = keys is not None and (kid is None or _has_kid(keys, kid))
         if keys is not None and fresh and known:
             return keys
-        if keys is not None and fresh and now - self._fetched_at < self.min_refresh:
-            return keys  # an unknown kid, but we fetched moments ago: do not refetch
         generation = self._generation
         async with self._lock:
             if self._generation != generation and self._keys is not None:
                 return self._keys  # another request fetched while we waited
+            # At most one fetch per min_refresh, failed ones included: unknown kids or a
+            # provider answering garbage must not turn every request into a fetch.
+            if self._clock.monotonic() - self._tried_at < self.min_refresh:
+                return self._known_keys()
+            self._tried_at = self._clock.monotonic()
             try:
                 self._keys = await self._fetch()
                 self._fetched_at = self._clock.monotonic()
                 self._generation += 1
-            except (ExternalServiceError, ResilienceError, ValueError, JoseError) as exc:
+            except Exception as exc:
                 log.warning("jwks_fetch_failed", error=type(exc).__name__)
-                if self._keys is None:
-                    raise AuthenticationFailed(
-                        "the identity provider's keys are unavailable"
-                    ) from None
-            return self._keys
+            return self._known_keys()
+
+    def _known_keys(self) -> KeySet:
+        if self._keys is None:
+            raise AuthenticationFailed("the identity provider's keys are unavailable")
+        return self._keys
 
     async def _fetch(self) -> KeySet:
         response = await self.service.get("")
         document = response.json()
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise ValueError("the JWKS document has no 'keys' list")
-        usable = [key for key in document["keys"] if _usable(key, self.algorithms)]
+        usable = []
+        for key in document["keys"]:
+            if not _usable(key, self.algorithms):
+                continue
+            try:
+                KeySet.import_key_set({"keys": [key]})
+            except Exception as exc:
+                log.warning(
+                    "jwks_key_skipped", kid=str(key.get("kid"))[:64], error=type(exc).__name__
+                )
+                continue
+            usable.append(key)
         keys = KeySet.import_key_set({"keys": usable})
         log.info("jwks_fetched", keys=len(usable))
         return keys

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import hashlib
 import json
 import os
@@ -192,8 +193,13 @@ class LocalBlobStore:
         """Remove the blob under *key* and its metadata."""
         blob_path, meta_path = self._paths(key)
         for path in (blob_path, meta_path):
-            with contextlib.suppress(FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            try:
                 await asyncio.to_thread(path.unlink)
+            except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+                pass
+            except OSError as exc:
+                if exc.errno != errno.ENAMETOOLONG:  # no blob can have that name here
+                    raise StorageError(f"cannot delete the blob ({exc.strerror})", key=key) from exc
 
     async def list(self, prefix: str = "") -> AsyncIterator[BlobInfo]:
         """Yield the blobs whose key starts with *prefix*, in key order."""
@@ -238,6 +244,13 @@ def _install(temp: Path, blob_path: Path, meta_temp: Path, meta_path: Path) -> N
         raise StorageError(
             "a local blob key cannot also be the folder of other keys", key=str(blob_path.name)
         ) from exc
+    except OSError as exc:
+        # A segment too long for the file system, a full disk, a permission: no debris.
+        meta_temp.unlink(missing_ok=True)
+        raise StorageError(
+            f"the local store cannot hold this blob ({exc.strerror or type(exc).__name__})",
+            key=str(blob_path.name),
+        ) from exc
 
 
 def _meta_document(info: BlobInfo) -> dict[str, Any]:
@@ -254,6 +267,10 @@ def _read_info(key: str, blob_path: Path, meta_path: Path) -> BlobInfo:
         stat = blob_path.stat()
     except (FileNotFoundError, NotADirectoryError):
         raise BlobNotFound(key) from None
+    except OSError as exc:
+        if exc.errno == errno.ENAMETOOLONG:
+            raise BlobNotFound(key) from None  # no blob can have that name here
+        raise StorageError(f"cannot read the blob ({exc.strerror})", key=key) from exc
     if not blob_path.is_file():
         raise BlobNotFound(key)
     try:

@@ -280,11 +280,13 @@ class S3BlobStore:
                 )
 
     async def signed_url(self, key: str, *, expires: float | timedelta) -> str:
-        """Return a presigned ``GetObject`` URL."""
+        """Return a presigned ``GetObject`` URL that downloads (never renders) the blob."""
         validate_key(key)
         url: str = await self.client.generate_presigned_url(
             "get_object",
-            Params={"Bucket": self.bucket, "Key": key},
+            # As the local store serves its blobs: an attachment, so that an uploaded
+            # HTML or SVG file cannot run in the bucket's origin.
+            Params={"Bucket": self.bucket, "Key": key, "ResponseContentDisposition": "attachment"},
             ExpiresIn=seconds_of(expires),
         )
         return url

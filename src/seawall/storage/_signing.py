@@ -42,8 +42,9 @@ def verify_blob_signature(
         validate_key(key)
     except (TypeError, ValueError):
         raise InvalidSignedUrl("invalid") from None
+    # Bytes: compare_digest refuses a str with non-ASCII characters (a TypeError).
     if len(signature) != 64 or not hmac.compare_digest(
-        blob_signature(key, when, secret), signature.lower()
+        blob_signature(key, when, secret).encode(), signature.lower().encode("utf-8", "replace")
     ):
         raise InvalidSignedUrl("invalid", key=key)
     if now >= when:
