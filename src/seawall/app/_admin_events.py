@@ -283,20 +283,8 @@ def _filter(
 
 
 def _webhook(row: Any) -> AdminWebhook:
-    return AdminWebhook(
-        id=row["id"],
-        provider=row["provider"],
-        delivery_id=row["delivery_id"],
-        type=row["event_type"],
-        status=row["status"],
-        attempts=row["attempts"],
-        last_error=row["last_error"],
-        correlation_id=row["correlation_id"],
-        received_at=row["received_at"],
-        processed_at=row["processed_at"],
-        next_attempt_at=row["next_attempt_at"],
-        waiting_for=row["waiting_for"],
-    )
+    # The row's columns are the model's fields, but for the event's type.
+    return AdminWebhook.model_validate({**row, "type": row["event_type"]})
 
 
 async def _page_of_webhooks(
