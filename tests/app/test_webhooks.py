@@ -515,3 +515,73 @@ async def test_random_deliveries_get_4xx_and_store_nothing(
     assert 400 <= response.status_code < 500, response.text
     assert response.headers["content-type"] == "application/problem+json"
     assert await stored(database) == []
+
+
+# --- the fast path (WebhookFastPath answers before FastAPI's routing) ----------------
+
+
+async def test_the_fast_path_answers_like_the_route_with_the_request_context(
+    client: httpx.AsyncClient,
+) -> None:
+    body, headers = github_delivery({"action": "opened"})
+
+    answer = await client.post(
+        "/webhooks/github", content=body, headers={**headers, "X-Correlation-Id": "fast-path-1"}
+    )
+    unknown = await client.post("/webhooks/nobody", content=body, headers=headers)
+
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    assert answer.headers["x-correlation-id"] == "fast-path-1"
+    assert answer.json()["status"] == "accepted"
+    assert unknown.status_code == 404
+    assert unknown.headers["content-type"] == "application/problem+json"
+    assert unknown.json()["correlation_id"] == unknown.headers["x-correlation-id"]
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "status"),
+    [("GET", "/webhooks/github", 405), ("POST", "/webhooks/", 404), ("POST", "/webhooks/a/b", 404)],
+)
+async def test_what_the_fast_path_does_not_take_goes_to_fastapi(
+    client: httpx.AsyncClient, method: str, path: str, status: int
+) -> None:
+    response = await client.request(method, path, content=b"{}")
+
+    assert response.status_code == status
+    assert response.headers["content-type"] == "application/problem+json"
+
+
+async def test_a_database_error_in_the_fast_path_gets_the_apps_503(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = app.state.seawall.webhooks
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise sa.exc.OperationalError("INSERT", None, Exception("connection reset"))
+
+    monkeypatch.setattr(receiver, "receive", broken)
+    body, headers = github_delivery({"action": "opened"})
+
+    response = await client.post("/webhooks/github", content=body, headers=headers)
+
+    assert response.status_code == 503
+    assert response.headers["content-type"] == "application/problem+json"
+    assert "retry-after" in response.headers
+
+
+async def test_an_unexpected_error_in_the_fast_path_is_a_logged_500(
+    client: httpx.AsyncClient, app: FastAPI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    receiver = app.state.seawall.webhooks
+
+    async def broken(*_args: Any, **_kwargs: Any) -> Any:
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(receiver, "receive", broken)
+    body, headers = github_delivery({"action": "opened"})
+
+    response = await client.post("/webhooks/github", content=body, headers=headers)
+
+    assert response.status_code == 500
+    assert response.json()["type"] == "urn:seawall:problem:internal-error"

@@ -85,6 +85,8 @@ def create_app(settings: Settings | None = None, *, database: Database | None = 
     )
     install_problem_handlers(app)
     metrics = install_metrics(app, settings)
+    # Inside the request context (added first = nearer the app), outside FastAPI's routing.
+    app.add_middleware(_webhooks.WebhookFastPath, fastapi=app)
     app.add_middleware(
         RequestContextMiddleware,
         max_body_bytes=settings.max_body_bytes,

@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import re
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
 from typing import Any, Final, Literal
 
 import structlog
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from starlette.datastructures import URL, Headers
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from seawall.app._problems import Problem
 from seawall.app._state import ServiceState
@@ -61,7 +66,26 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
     ``200 {"status": "duplicate"}`` and stores nothing. Slack's
     ``url_verification`` is answered with its challenge.
     """
-    state = ServiceState.of(request)
+    # `WebhookFastPath` answers these requests before FastAPI's routing; this route
+    # documents the endpoint and serves any request that reaches it anyway.
+    answer = await receive_delivery(
+        ServiceState.of(request), provider, request.headers, request.body, lambda: str(request.url)
+    )
+    return JSONResponse(answer)
+
+
+async def receive_delivery(
+    state: ServiceState,
+    provider: str,
+    headers: Mapping[str, str],
+    read_body: Callable[[], Awaitable[bytes]],
+    url: Callable[[], str],
+) -> dict[str, Any]:
+    """Check, verify and store one delivery; return the answer's JSON document.
+
+    Raises:
+        Problem: the 4xx or 503 answers `receive_webhook` lists.
+    """
     configured = state.webhooks.provider(provider) if _NAME.fullmatch(provider) else None
     if configured is None:
         raise Problem(
@@ -81,11 +105,11 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
                 f"too many webhooks from {provider!r}; retry in {exc.retry_after:.1f}s",
                 headers={"Retry-After": str(max(1, round(exc.retry_after + 0.5)))},
             ) from None
-    body = await request.body()
+    body = await read_body()
     # Only Twilio signs the URL; building it costs as much as verifying a signature.
-    url = str(request.url) if configured.scheme_name == "twilio" else None
+    signed_url = url() if configured.scheme_name == "twilio" else None
     try:
-        receipt = await state.webhooks.receive(configured, request.headers, body, url=url)
+        receipt = await state.webhooks.receive(configured, headers, body, url=signed_url)
     except InvalidSignature as exc:
         log.warning("webhook_rejected", provider=provider, reason=exc.reason)
         raise Problem(
@@ -98,7 +122,7 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
         raise Problem(400, "malformed-webhook", str(exc)) from None
     except DatabaseError as exc:
         # Could not even connect (SQLAlchemy's own errors have the app's 503 handler).
-        log.warning("database_unavailable", path=request.url.path, error=str(exc))
+        log.warning("database_unavailable", path=f"/webhooks/{provider[:64]}", error=str(exc))
         raise Problem(
             503,
             "database-unavailable",
@@ -106,7 +130,7 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
             headers={"Retry-After": "1"},
         ) from None
     if receipt.status == "challenge":
-        return JSONResponse({"challenge": receipt.challenge})
+        return {"challenge": receipt.challenge}
     log.info(
         "webhook_received" if receipt.status == "accepted" else "webhook_duplicate",
         provider=provider,
@@ -114,7 +138,93 @@ async def receive_webhook(provider: str, request: Request) -> JSONResponse:
         type=receipt.event_type,
     )
     # The same document as `WebhookAnswer`, without building and dumping a model per request.
-    return JSONResponse({"status": receipt.status, "id": receipt.webhook_id})
+    return {"status": receipt.status, "id": receipt.webhook_id}
+
+
+class WebhookFastPath:
+    """Answer ``POST /webhooks/{provider}`` before FastAPI's routing, dependencies and responses.
+
+    Webhooks are the service's hot path: providers send them in bursts and wait
+    for the answer. Through FastAPI a delivery cost about as much CPU again as
+    verifying and storing it (matching the route among all the others, solving
+    its parameters, building a `Request` and a response object). This layer sits
+    inside `RequestContextMiddleware` (correlation id, body limit, access log,
+    metrics) and outside FastAPI: it sends the same answers as the route, and
+    hands an error the route would not have raised to the app's own exception
+    handlers. Every other request goes on to FastAPI.
+
+    Args:
+        app: the FastAPI app's middleware stack below this layer.
+        fastapi: the app, for its state, its exception handlers and the route.
+    """
+
+    def __init__(self, app: ASGIApp, fastapi: FastAPI) -> None:
+        self.app = app
+        self.fastapi = fastapi
+        # The route as this module's router declares it (the app may nest included routers).
+        self.route: Any = next(
+            (r for r in router.routes if getattr(r, "endpoint", None) is receive_webhook), None
+        )
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"] if scope["type"] == "http" else ""
+        if scope.get("method") != "POST" or not path.startswith("/webhooks/"):
+            await self.app(scope, receive, send)
+            return
+        provider = path[len("/webhooks/") :]
+        if not provider or "/" in provider or self.route is None:
+            await self.app(scope, receive, send)
+            return
+        scope["route"] = self.route  # for the metrics' route label, as routing would set it
+        scope["app"] = self.fastapi
+        state = self.fastapi.state.seawall
+        try:
+            answer = await receive_delivery(
+                state,
+                provider,
+                Headers(scope=scope),
+                lambda: _read_body(receive),
+                lambda: str(URL(scope=scope)),
+            )
+        except Exception as exc:
+            handler = _handler_for(self.fastapi, exc)
+            if handler is None:
+                raise
+            response = await handler(Request(scope, receive), exc)
+            await response(scope, receive, send)
+            return
+        body = json.dumps(answer, separators=(",", ":")).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+async def _read_body(receive: Receive) -> bytes:
+    chunks: list[bytes] = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return b"".join(chunks)
+
+
+def _handler_for(app: FastAPI, exc: Exception) -> Any:
+    """The app's exception handler for *exc*, by its class hierarchy (as Starlette picks it)."""
+    handlers = app.exception_handlers
+    for kind in type(exc).__mro__:
+        if kind in handlers:
+            return handlers[kind]
+    return None
 
 
 # Parked deliveries are looked at this often; expired dedupe keys purged every 120th round.
