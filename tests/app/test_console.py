@@ -253,6 +253,8 @@ async def test_unknown_records_are_404_pages(browser: httpx.AsyncClient, keys: K
 
     huge = "9" * 30
     assert (await browser.get(f"/console/dead-letters/{huge}")).status_code == 422
+    assert (await browser.get("/console/webhooks/a%00b")).status_code == 422
+    assert (await browser.get("/console/webhooks/" + "w" * 200)).status_code == 422
     bad_csrf = await browser.post("/console/dead-letters/1/purge", data={"csrf": "é"})
     assert bad_csrf.status_code == 403
     assert page.status_code == 200

@@ -38,6 +38,8 @@ REFRESH_SECONDS: Final = 5
 _MAX_FORM_BYTES: Final = 4096
 _PAGE_SIZE: Final = 100
 DeadLetterId = Annotated[int, PathParam(ge=1, le=2**62)]
+# As the admin API bounds them: PostgreSQL text cannot hold NUL, and ids are UUIDs.
+WebhookId = Annotated[str, PathParam(max_length=36, pattern="^[^\\x00]*$")]
 _BREAKER_ACTIONS: Final = frozenset({"open", "close", "reset"})
 # What a page may say after a button: fixed texts by code, never text from the URL.
 _NOTICES: Final = {
@@ -354,7 +356,7 @@ async def parked(request: Request) -> Response:
 
 
 @router.get("/webhooks/{webhook_id}")
-async def webhook(request: Request, webhook_id: str) -> Response:
+async def webhook(request: Request, webhook_id: WebhookId) -> Response:
     """One delivery: facts, headers, body, replay buttons."""
     who = await _principal(request)
     if who is None:
@@ -376,7 +378,7 @@ async def webhook(request: Request, webhook_id: str) -> Response:
 
 
 @router.post("/webhooks/{webhook_id}/replay")
-async def replay_webhook(request: Request, webhook_id: str) -> Response:
+async def replay_webhook(request: Request, webhook_id: WebhookId) -> Response:
     """Run a delivery's processing again (a parked one is released by this)."""
     who, form = await _operator(request)
     if who is None:
