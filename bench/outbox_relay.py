@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,6 +64,7 @@ from seawall.messaging import (
     NatsBus,
     Outbox,
     OutboxRelay,
+    PublishError,
     Worker,
     outbox_lag,
     outbox_message,
@@ -216,13 +217,17 @@ class _Timing:
         self.count, self.expected = 0, count
         self.reached.clear()
 
-    async def publish(self, message: Message) -> None:
-        await super().publish(message)
-        if self.track:
-            self.acked[message.id] = time.perf_counter()
-        self.count += 1
+    async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
+        refusals: list[PublishError | None] = await super().publish_many(messages)  # type: ignore[misc]
+        now = time.perf_counter()
+        for message, refusal in zip(messages, refusals, strict=True):
+            if refusal is None:
+                if self.track:
+                    self.acked[message.id] = now
+                self.count += 1
         if self.count >= self.expected:
             self.reached.set()
+        return refusals
 
 
 class BenchNatsBus(_Timing, NatsBus):

@@ -4,14 +4,21 @@ from __future__ import annotations
 
 import asyncio
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from seawall.db import Database, outbox
 from seawall.errors import PublishError
-from seawall.messaging import Event, Message, Outbox, OutboxRelay, outbox_lag, outbox_message
+from seawall.messaging import (
+    Event,
+    Message,
+    Outbox,
+    OutboxRelay,
+    outbox_lag,
+    outbox_message,
+)
 from seawall.observability import CORRELATION_HEADER
 from tests.messaging.conftest import (
     WAIT_SECONDS,
@@ -112,6 +119,50 @@ async def test_outbox_message_rebuilds_the_envelope_of_a_row(database: Database)
 
     assert (message.id, message.subject) == (event.id, "p.cases.case.created")
     assert Event.model_validate_json(message.body) == event
+
+
+@pytest.mark.parametrize(
+    "event",
+    [
+        Event.create(
+            "case.created",
+            source="/seawall/cases",
+            subject="c1",
+            data={"title": "Drücker — 印刷機", "tags": ["a", "b"], "n": 1.5, "none": None},
+            correlation_id="corr-1",
+            causation_id="cause-1",
+        ),
+        Event.create(
+            "case.closed",
+            source="/seawall/cases",
+            time=datetime(2026, 12, 6, 19, 0, tzinfo=UTC),  # no microseconds
+            data=None,
+        ),
+        Event.create("case.noted", source="x", subject=None, data={}, correlation_id="c"),
+    ],
+    ids=["full", "no-data-whole-second", "no-subject"],
+)
+def test_outbox_message_writes_the_json_the_envelope_model_would(event: Event) -> None:
+    row = {
+        "event_id": event.id,
+        "event_type": event.type,
+        "source": event.source,
+        "subject": event.subject,
+        "occurred_at": event.time,
+        "correlation_id": event.correlationid,
+        "causation_id": event.causationid,
+    }
+    expected = json.loads(event.model_dump_json(exclude_none=True))
+
+    from_session = outbox_message({**row, "payload": event.data})
+    # The raw driver hands the json column out as the text that was written.
+    text = None if event.data is None else json.dumps(event.data, indent=1)
+    from_driver = outbox_message({**row, "payload": text})
+
+    for message in (from_session, from_driver):
+        assert json.loads(message.body) == expected
+        assert list(json.loads(message.body)) == list(expected)  # the same field order
+        assert Event.model_validate_json(message.body) == event
 
 
 async def test_events_of_one_aggregate_are_published_in_insert_order(

@@ -13,6 +13,7 @@ from seawall.db._database import (
     normalize_url,
 )
 from seawall.db._migrate import current_revision, head_revision, migrate, require_schema
+from seawall.db._raw import RawStatement, raw_transaction, translate_error
 from seawall.db._tables import (
     UTCDateTime,
     api_keys,
@@ -33,6 +34,7 @@ from seawall.db._tables import (
 
 __all__ = [
     "Database",
+    "RawStatement",
     "UTCDateTime",
     "affected_rows",
     "api_keys",
@@ -51,9 +53,11 @@ __all__ = [
     "migrate",
     "normalize_url",
     "outbox",
+    "raw_transaction",
     "require_schema",
     "sync_cursors",
     "sync_links",
+    "translate_error",
     "webhook_dedup",
     "webhook_events",
 ]

@@ -99,10 +99,18 @@ outbox = sa.Table(
     # passes over it, an operator can requeue it.
     sa.Column("parked_at", UTCDateTime(), nullable=True),
     sa.Index("ix_outbox_published_at_seq", "published_at", "seq"),
-    sa.Index("ix_outbox_aggregate_type_aggregate_id_seq", "aggregate_type", "aggregate_id", "seq"),
     # Only the rows waiting to be published, in order: what every relay round reads.
     sa.Index(
         "ix_outbox_pending_seq",
+        "seq",
+        postgresql_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
+        sqlite_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
+    ),
+    # The pending rows of each aggregate: "is an earlier row of it still pending?"
+    sa.Index(
+        "ix_outbox_pending_aggregate_seq",
+        "aggregate_type",
+        "aggregate_id",
         "seq",
         postgresql_where=sa.text("published_at IS NULL AND parked_at IS NULL"),
         sqlite_where=sa.text("published_at IS NULL AND parked_at IS NULL"),

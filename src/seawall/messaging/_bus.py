@@ -139,6 +139,28 @@ class Bus(ABC):
                 trying again could help.
         """
 
+    async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
+        """Publish *messages* together and wait until the broker has answered for each.
+
+        The messages may be in flight side by side, so they should not depend on
+        each other's order (the relay passes at most one per aggregate). This
+        default publishes them concurrently through `publish`; a broker with
+        pipelined acknowledgements does better.
+
+        Returns:
+            For each message, in order: None when the broker has it, else the
+            `PublishError` that says why not.
+        """
+
+        async def one(message: Message) -> PublishError | None:
+            try:
+                await self.publish(message)
+            except PublishError as exc:
+                return exc
+            return None
+
+        return list(await asyncio.gather(*(one(message) for message in messages)))
+
     @abstractmethod
     async def subscribe(
         self,
@@ -247,6 +269,17 @@ class InProcessBus(Bus):
         for group in self._groups.values():
             if group.matches(message.subject):
                 group.queue.put_nowait((message, 1))
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
+        results: list[PublishError | None] = []
+        for message in messages:  # nothing to wait for: each is queued at once
+            try:
+                await self.publish(message)
+            except PublishError as exc:
+                results.append(exc)
+            else:
+                results.append(None)
+        return results
 
     def deliver(self, durable: str, message: Message) -> None:
         """Queue *message* for the one group *durable* (recovery after a restart)."""

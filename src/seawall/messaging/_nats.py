@@ -199,33 +199,62 @@ class NatsBus(Bus):
             raise StreamMismatch(stream=name, differences=differences)
 
     async def publish(self, message: Message) -> None:
+        (refusal,) = await self.publish_many([message])
+        if refusal is not None:
+            raise refusal
+
+    async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
+        """Send every message, then wait for all their acknowledgements at once.
+
+        One ``publish_timeout`` covers the whole call. nats-py's ``wait_stall`` is
+        not used: it wraps each in-flight slot in ``asyncio.wait_for`` (a task and
+        a timer per message), which tripled the CPU cost of a publish.
+        """
         js = self.jetstream
-        headers = {**message.headers, MSG_ID_HEADER: message.id}
         assert self._nc is not None
-        size = len(message.body) + _headers_size(headers)
-        if size > self._nc.max_payload:
-            # Checked here because the server counts the headers too and answers an
-            # oversized message by closing the connection for good, and nats-py's
-            # publish_async would keep one of its in-flight slots for each refusal.
-            raise PublishError(
-                f"message of {size} bytes (headers included) exceeds the server's "
-                f"max_payload of {self._nc.max_payload}",
-                permanent=True,
-            )
+        max_payload = self._nc.max_payload
+        results: list[PublishError | None] = [None] * len(messages)
+        sent: dict[asyncio.Future[Any], int] = {}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
+        index = 0
         try:
-            future = await js.publish_async(
-                message.subject, message.body, wait_stall=self.publish_timeout, headers=headers
-            )
-            await asyncio.wait_for(future, self.publish_timeout)
-        except nats.errors.MaxPayloadError as exc:
-            raise PublishError(f"message too large for the server ({exc})", permanent=True) from exc
-        except nats.js.errors.APIError as exc:
-            permanent = exc.err_code in _PERMANENT_API_CODES
-            raise PublishError(
-                f"JetStream refused the message: {exc.description}", permanent=permanent
-            ) from exc
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
-            raise PublishError(f"publish not acknowledged ({type(exc).__name__})") from exc
+            async with asyncio.timeout_at(deadline):  # a full window of slots waits too
+                for index, message in enumerate(messages):
+                    headers = {**message.headers, MSG_ID_HEADER: message.id}
+                    size = len(message.body) + _headers_size(headers)
+                    if size > max_payload:
+                        # Checked here because the server counts the headers too and
+                        # answers an oversized message by closing the connection for
+                        # good, and nats-py would keep an in-flight slot per refusal.
+                        results[index] = PublishError(
+                            f"message of {size} bytes (headers included) exceeds the "
+                            f"server's max_payload of {max_payload}",
+                            permanent=True,
+                        )
+                        continue
+                    try:
+                        future = await js.publish_async(
+                            message.subject, message.body, headers=headers
+                        )
+                    except (nats.errors.Error, OSError) as exc:
+                        results[index] = _publish_error(exc)
+                    else:
+                        sent[future] = index
+        except TimeoutError:
+            for late in range(index, len(messages)):
+                results[late] = PublishError("publish not acknowledged (TimeoutError)")
+        if sent:
+            done, late_acks = await asyncio.wait(sent, timeout=max(0.0, deadline - loop.time()))
+            for future in late_acks:
+                future.cancel()  # frees its in-flight slot
+                results[sent[future]] = PublishError("publish not acknowledged (TimeoutError)")
+            for future in done:
+                if future.cancelled():
+                    results[sent[future]] = PublishError("publish not acknowledged (cancelled)")
+                elif (failure := future.exception()) is not None:
+                    results[sent[future]] = _publish_error(failure)
+        return results
 
     async def subscribe(
         self,
@@ -430,6 +459,21 @@ def _storage_name(storage: object) -> str:
     # nats-py hands back a StorageType or, from stream_info, the plain string.
     value = getattr(storage, "value", storage)
     return str(value) if value else "unknown"
+
+
+def _publish_error(exc: BaseException) -> PublishError:
+    """The `PublishError` of what nats-py raised for one publish, caused by it."""
+    if isinstance(exc, nats.errors.MaxPayloadError):
+        error = PublishError(f"message too large for the server ({exc})", permanent=True)
+    elif isinstance(exc, nats.js.errors.APIError):
+        error = PublishError(
+            f"JetStream refused the message: {exc.description}",
+            permanent=exc.err_code in _PERMANENT_API_CODES,
+        )
+    else:
+        error = PublishError(f"publish not acknowledged ({type(exc).__name__})")
+    error.__cause__ = exc
+    return error
 
 
 def _headers_size(headers: dict[str, str]) -> int:

@@ -25,44 +25,18 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
-import asyncpg  # type: ignore[import-untyped]  # asyncpg ships no type information
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 import structlog
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from seawall.db import Database, webhook_dedup, webhook_events
+from seawall.db import Database, translate_error, webhook_dedup, webhook_events
 from seawall.messaging import Event, Outbox
 
 __all__ = ["AsyncpgBackend", "UnnestInsert", "translate_error"]
 
 _log = structlog.get_logger("seawall.webhooks")
-
-# SQLSTATE classes and the DB-API error SQLAlchemy raises for them; the rest is operational.
-_ERROR_CLASSES: Final[Mapping[str, type[sa_exc.DBAPIError]]] = {
-    "22": sa_exc.DataError,
-    "23": sa_exc.IntegrityError,
-    "42": sa_exc.ProgrammingError,
-    "0A": sa_exc.NotSupportedError,
-    "XX": sa_exc.InternalError,
-}
-
-
-def translate_error(exc: BaseException, statement: str | None) -> sa_exc.DBAPIError | None:
-    """The SQLAlchemy error a session would raise for asyncpg's *exc*, if it is asyncpg's (pure).
-
-    The statement is kept, never its parameters (they hold request bodies).
-    """
-    if isinstance(exc, asyncpg.PostgresError):
-        sqlstate = str(getattr(exc, "sqlstate", "") or "")
-        kind = _ERROR_CLASSES.get(sqlstate[:2], sa_exc.OperationalError)
-    elif isinstance(exc, asyncpg.InterfaceError):
-        # The connection was lost, or is unusable: the outside world, not a bad row.
-        kind = sa_exc.InterfaceError
-    else:
-        return None
-    return kind(statement, None, exc, hide_parameters=True)
 
 
 class UnnestInsert:

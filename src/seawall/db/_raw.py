@@ -1,0 +1,91 @@
+"""Transactions on the raw asyncpg connection of a pooled PostgreSQL connection.
+
+Hot paths that write or read many rows at once (the webhook group commit, the
+outbox relay) skip the session and talk to asyncpg directly: no greenlet bridge
+per statement, no per-row result processing, statements prepared once per
+connection. `translate_error` turns the driver's errors into the SQLAlchemy
+errors a session would raise, so callers handle both paths alike.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from asyncio import CancelledError
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from typing import Any, Final
+
+import sqlalchemy.exc as sa_exc
+
+from seawall.db._database import Database
+
+__all__ = ["RawStatement", "raw_transaction", "translate_error"]
+
+# SQLSTATE classes and the DB-API error SQLAlchemy raises for them; the rest is operational.
+_ERROR_CLASSES: Final[Mapping[str, type[sa_exc.DBAPIError]]] = {
+    "22": sa_exc.DataError,
+    "23": sa_exc.IntegrityError,
+    "42": sa_exc.ProgrammingError,
+    "0A": sa_exc.NotSupportedError,
+    "XX": sa_exc.InternalError,
+}
+
+
+def translate_error(exc: BaseException, statement: str | None) -> sa_exc.DBAPIError | None:
+    """The SQLAlchemy error a session would raise for asyncpg's *exc*, if it is asyncpg's (pure).
+
+    The statement is kept, never its parameters (they hold request bodies).
+    """
+    asyncpg: Any = sys.modules.get("asyncpg")  # not loaded: not asyncpg's error either
+    if asyncpg is None:
+        return None
+    if isinstance(exc, asyncpg.PostgresError):
+        sqlstate = str(getattr(exc, "sqlstate", "") or "")
+        kind = _ERROR_CLASSES.get(sqlstate[:2], sa_exc.OperationalError)
+    elif isinstance(exc, asyncpg.InterfaceError):
+        # The connection was lost, or is unusable: the outside world, not a bad row.
+        kind = sa_exc.InterfaceError
+    else:
+        return None
+    return kind(statement, None, exc, hide_parameters=True)
+
+
+class RawStatement:
+    """Remembers the statement last sent on a raw connection, for its error (never the values)."""
+
+    __slots__ = ("sql",)
+
+    def __init__(self) -> None:
+        self.sql: str | None = None
+
+
+@asynccontextmanager
+async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawStatement]]:
+    """Yield an asyncpg connection inside a transaction, and where to note each statement.
+
+    The connection comes from *database*'s pool (pinged at checkout) and goes
+    back to it afterwards; one that was lost or could not roll back is discarded.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: a statement or the commit failed (the driver's
+            error translated); the transaction was rolled back.
+    """
+    statement = RawStatement()
+    async with database.engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        try:
+            async with driver.transaction():
+                yield driver, statement
+        except BaseException as exc:
+            if driver.is_closed() or driver.is_in_transaction():
+                await connection.invalidate()
+            task = asyncio.current_task()
+            if task is not None and task.cancelling() and not isinstance(exc, CancelledError):
+                # asyncpg could not roll back the statement it was cancelled in; what
+                # happened is the cancellation, which the caller must see as such.
+                raise CancelledError from exc
+            translated = translate_error(exc, statement.sql)
+            if translated is not None:
+                raise translated from exc
+            raise
