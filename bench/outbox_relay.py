@@ -59,6 +59,7 @@ from seawall.db import Database, inbox, migrate
 from seawall.messaging import (
     Consumer,
     Event,
+    EventHandler,
     InProcessBus,
     Message,
     NatsBus,
@@ -465,10 +466,18 @@ class CountingWorker(Worker):
 
     async def apply(self, spec: Consumer, event: Event) -> bool:
         applied = await super().apply(spec, event)
-        self.applied += 1
+        self._count(1)
+        return applied
+
+    async def apply_many(self, spec: Consumer, events: Sequence[Event]) -> list[bool]:
+        applied = await super().apply_many(spec, events)
+        self._count(len(events))
+        return applied
+
+    def _count(self, handled: int) -> None:
+        self.applied += handled
         if self.applied >= self.expected:
             self.finished.set()
-        return applied
 
 
 async def trivial_handler(event: Event, session: AsyncSession) -> None:
@@ -480,9 +489,36 @@ async def inbox_rows(database: Database) -> int:
         return int(await session.scalar(sa.select(sa.func.count()).select_from(inbox)) or 0)
 
 
-async def end_to_end(database: Database, bus: Any, count: int) -> Timed:
+def bench_consumer(bus: Any, handler: EventHandler, grouping: Grouping) -> Consumer:
+    """The benchmark's consumer group: every subject of *bus*, batched as *grouping* says."""
+    return Consumer(
+        durable=DURABLE,
+        subjects=(f"{bus.subject_prefix}.>",),
+        handler=handler,
+        batch_size=grouping.batch_size,
+        concurrency=grouping.concurrency,
+    )
+
+
+@dataclass(frozen=True)
+class Grouping:
+    """How a consumer takes its deliveries: in flight at once, and per transaction."""
+
+    concurrency: int
+    batch_size: int
+
+    def __str__(self) -> str:
+        return f"concurrency {self.concurrency}, batch {self.batch_size}"
+
+
+# `Consumer`'s defaults, and the settings of the service's own `activity__from_cases`.
+ONE_BY_ONE = Grouping(concurrency=8, batch_size=1)
+BATCHED = Grouping(concurrency=100, batch_size=100)
+
+
+async def end_to_end(database: Database, bus: Any, count: int, grouping: Grouping) -> Timed:
     """From the relay's start until *count* pre-filled events were handled and recorded."""
-    spec = Consumer(durable=DURABLE, subjects=(f"{bus.subject_prefix}.>",), handler=trivial_handler)
+    spec = bench_consumer(bus, trivial_handler, grouping)
     worker = CountingWorker(database, bus, [spec], expected=count, purge_interval=0)
     await worker.start()
     relay = OutboxRelay(database, bus, subject_prefix=bus.subject_prefix)
@@ -690,6 +726,7 @@ async def steady_load(
     seconds: float,
     warmup: float,
     separate_producer: bool,
+    grouping: Grouping,
 ) -> Latency:
     """Time commit -> publish acknowledged and commit -> handler entry under `produce`.
 
@@ -701,7 +738,7 @@ async def steady_load(
     async def handler(event: Event, session: AsyncSession) -> None:
         entered[event.id] = time.perf_counter()
 
-    spec = Consumer(durable=DURABLE, subjects=(f"{bus.subject_prefix}.>",), handler=handler)
+    spec = bench_consumer(bus, handler, grouping)
     worker = Worker(database, bus, [spec], purge_interval=0)
     await worker.start()
     relay = OutboxRelay(database, bus, subject_prefix=bus.subject_prefix)
@@ -868,25 +905,28 @@ async def measure_end_to_end(options: argparse.Namespace, figures: Figures) -> N
     count = options.events
     print(
         f"\nend to end: {count:,} committed events -> relay -> NATS -> Worker inbox "
-        "(1 group, trivial handler, concurrency 8)"
+        "(1 group, trivial handler)"
     )
+    for key, grouping in (("e2e", ONE_BY_ONE), ("e2e_batched", BATCHED)):
 
-    async def measure() -> Timed:
-        async with (
-            fresh_postgres(options.postgres, "e2e") as database,
-            fresh_nats_bus(options.nats, "e2e") as bus,
-        ):
-            await prefill(database, make_events(count), analyze=not options.cold_stats)
-            return await end_to_end(database, bus, count)
+        async def measure(grouping: Grouping = grouping) -> Timed:
+            async with (
+                fresh_postgres(options.postgres, "e2e") as database,
+                fresh_nats_bus(options.nats, "e2e") as bus,
+            ):
+                await prefill(database, make_events(count), analyze=not options.cold_stats)
+                return await end_to_end(database, bus, count, grouping)
 
-    await paired(figures, options, "e2e", "PostgreSQL + NATS, commit -> inbox", measure)
+        label = f"PostgreSQL + NATS, commit -> inbox, {grouping}"
+        await paired(figures, options, key, label, measure)
 
 
 async def measure_latency(options: argparse.Namespace, figures: Figures) -> None:
     print(
         f"\nlatency: one event per transaction, {options.rate:,.0f} events/s offered for "
         f"{options.seconds:g} s (+{options.warmup:g} s warm-up), relay and worker in this "
-        "process; when the load is not kept up, again at half the rate; p50 / p99 / max"
+        f"process, consumer {BATCHED} (the activity consumer's); when the load is not kept up, "
+        "again at half the rate; p50 / p99 / max"
     )
 
     async def on_postgres(rate: float) -> Latency:
@@ -902,6 +942,7 @@ async def measure_latency(options: argparse.Namespace, figures: Figures) -> None
                 seconds=options.seconds,
                 warmup=options.warmup,
                 separate_producer=True,
+                grouping=BATCHED,
             )
 
     async def embedded(rate: float) -> Latency:
@@ -916,6 +957,7 @@ async def measure_latency(options: argparse.Namespace, figures: Figures) -> None
                     seconds=options.seconds,
                     warmup=options.warmup,
                     separate_producer=False,
+                    grouping=BATCHED,
                 )
             finally:
                 await bus.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -136,3 +137,30 @@ async def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
 
     async with database.sessions() as session:
         assert (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar() == 0
+
+
+@pytest.mark.postgres
+async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(
+    postgres_url: str,
+) -> None:
+    # No ping per checkout: a connection the server ended (a restart, an idle
+    # timeout, an operator's pg_terminate_backend) is noticed and replaced.
+    database = Database(postgres_url, pool_size=1)
+    terminator = Database(postgres_url)
+    try:
+        async with database.transaction() as session:
+            first = await session.scalar(sa.text("SELECT pg_backend_pid()"))
+        async with terminator.transaction() as session:
+            ended = await session.scalar(
+                sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": first}
+            )
+        await asyncio.sleep(0.2)  # asyncpg reads the end of the socket meanwhile
+
+        async with database.transaction() as session:
+            second = await session.scalar(sa.text("SELECT pg_backend_pid()"))
+    finally:
+        await database.dispose()
+        await terminator.dispose()
+
+    assert ended is True
+    assert second != first

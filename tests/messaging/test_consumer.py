@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -127,6 +128,7 @@ def test_the_registry_decorator_registers_a_consumer_once() -> None:
         ({"subjects": ("seawall.ca*",)}, "invalid subject"),
         ({"max_deliver": 0}, "at least 1"),
         ({"concurrency": 0}, "at least 1"),
+        ({"batch_size": 0}, "at least 1"),
     ],
 )
 def test_a_consumer_with_bad_options_is_refused(options: dict[str, Any], message: str) -> None:
@@ -226,6 +228,121 @@ async def test_apply_says_whether_the_handler_ran(database: Database, bus: Recor
 
     assert (first, second) == (True, False)
     assert handler.calls == [event.id]
+
+
+# -- batching consumers: deliveries ready together share a transaction ------------------------
+
+
+class SessionsSeen(Handler):
+    """A `Handler` that also notes the session each event was handled in."""
+
+    def __init__(self, *, fail_on: set[str] | None = None) -> None:
+        super().__init__()
+        self.sessions: dict[str, int] = {}
+        self.fail_on = fail_on or set()
+
+    async def __call__(self, event: Event, session: AsyncSession) -> None:
+        self.sessions[event.id] = id(session)
+        await super().__call__(event, session)
+        if event.id in self.fail_on:
+            raise RuntimeError("this one breaks")
+
+
+async def _handle_together(worker: Worker, spec: Consumer, *events: Event) -> list[str]:
+    deliveries = [RecordingDelivery.of(_message(event)) for event in events]
+    await asyncio.gather(*(worker.handle(spec, delivery) for delivery in deliveries))
+    return [delivery.outcome for delivery in deliveries]
+
+
+async def test_deliveries_ready_together_share_one_transaction_and_one_inbox_insert(
+    database: Database, bus: RecordingBus
+) -> None:
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    events = [make_event(f"c{i}") for i in range(5)]
+
+    outcomes = await _handle_together(worker, spec, *events)
+
+    assert outcomes == ["ack"] * 5
+    assert handler.calls == [event.id for event in events]
+    assert len(set(handler.sessions.values())) == 1
+    for event in events:
+        assert await _inbox_has(database, "tests", event.id)
+        assert await _activity_count(database, event.id) == 1
+
+
+async def test_a_batch_is_never_larger_than_its_batch_size(
+    database: Database, bus: RecordingBus
+) -> None:
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=2)
+    worker = Worker(database, bus, [spec])
+    events = [make_event(f"c{i}") for i in range(5)]
+
+    await _handle_together(worker, spec, *events)
+
+    per_session: dict[int, int] = {}
+    for session in handler.sessions.values():
+        per_session[session] = per_session.get(session, 0) + 1
+    assert sorted(per_session.values()) == [1, 2, 2]
+
+
+async def test_a_failing_handler_in_a_batch_fails_alone_and_the_others_commit_once(
+    database: Database, bus: RecordingBus
+) -> None:
+    events = [make_event(f"c{i}") for i in range(4)]
+    broken = events[2]
+    handler = SessionsSeen(fail_on={broken.id})
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+
+    outcomes = await _handle_together(worker, spec, *events)
+
+    assert outcomes == ["ack", "ack", "nak", "ack"]
+    # The batch ran up to the broken one and was rolled back; then each ran alone.
+    assert handler.calls == [e.id for e in events[:3]] + [e.id for e in events]
+    for event in events:
+        expected = 0 if event is broken else 1
+        assert await _activity_count(database, event.id) == expected
+        assert await _inbox_has(database, "tests", event.id) is (event is not broken)
+
+
+async def test_a_batch_skips_events_its_inbox_has_and_copies_within_the_batch(
+    database: Database, bus: RecordingBus
+) -> None:
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    seen, fresh = make_event("c1"), make_event("c2")
+    await worker.apply(spec, seen)
+    handler.calls.clear()
+
+    applied = await worker.apply_many(spec, [seen, fresh, fresh])
+
+    assert applied == [False, True, False]
+    assert handler.calls == [fresh.id]
+    assert await _activity_count(database) == 2
+
+
+async def test_unprocessable_in_a_batch_dead_letters_only_that_event(
+    database: Database, bus: RecordingBus
+) -> None:
+    events = [make_event(f"c{i}") for i in range(3)]
+
+    async def handler(event: Event, session: AsyncSession) -> None:
+        await _write_activity(event, session)
+        if event is events[1] or event.id == events[1].id:
+            raise Unprocessable("no such customer")
+
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+
+    outcomes = await _handle_together(worker, spec, *events)
+
+    assert outcomes == ["ack", "term", "ack"]
+    assert await count_rows(database, dead_letters) == 1
+    assert await _activity_count(database) == 2
 
 
 async def test_the_last_allowed_attempt_that_fails_is_dead_lettered(

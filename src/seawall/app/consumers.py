@@ -46,7 +46,10 @@ async def process_webhook(event: Event, session: AsyncSession) -> None:
     await webhook_processor.process(event, session)
 
 
-@consumer(durable=ACTIVITY_CONSUMER, subjects=["seawall.cases.case.>"])
+# Its only effect is a row: the events in flight together share one transaction.
+@consumer(
+    durable=ACTIVITY_CONSUMER, subjects=["seawall.cases.case.>"], concurrency=100, batch_size=100
+)
 async def record_activity(event: Event, session: AsyncSession) -> None:
     """Append the event to its case's timeline."""
     if not event.subject:

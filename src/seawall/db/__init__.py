@@ -10,6 +10,7 @@ from seawall.db._database import (
     affected_rows,
     dialect_of,
     insert_ignoring_conflicts,
+    insert_ignoring_conflicts_for,
     normalize_url,
 )
 from seawall.db._migrate import current_revision, head_revision, migrate, require_schema
@@ -48,6 +49,7 @@ __all__ = [
     "idempotency_keys",
     "inbox",
     "insert_ignoring_conflicts",
+    "insert_ignoring_conflicts_for",
     "leases",
     "metadata",
     "migrate",

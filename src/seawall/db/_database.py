@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -64,7 +64,12 @@ def dialect_of(session: AsyncSession) -> str:
 
 def insert_ignoring_conflicts(session: AsyncSession, table: sa.Table) -> Any:
     """Return ``INSERT ... ON CONFLICT DO NOTHING`` into *table* for *session*'s backend."""
-    if dialect_of(session) == "postgresql":
+    return insert_ignoring_conflicts_for(dialect_of(session), table)
+
+
+def insert_ignoring_conflicts_for(dialect: str, table: sa.Table) -> Any:
+    """Return ``INSERT ... ON CONFLICT DO NOTHING`` into *table* for backend *dialect*."""
+    if dialect == "postgresql":
         return pg_insert(table).on_conflict_do_nothing()
     return sqlite_insert(table).on_conflict_do_nothing()
 
@@ -112,12 +117,13 @@ class Database:
                 pool_size=pool_size,
                 max_overflow=pool_size,
                 pool_timeout=timeout,
-                pool_pre_ping=True,
                 connect_args={"timeout": timeout},
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
         if self.dialect == "sqlite":
             _configure_sqlite(self.engine, busy_timeout_ms=int(timeout * 1000))
+        else:
+            _check_connections_at_checkout(self.engine)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
@@ -160,6 +166,23 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection."""
         await self.engine.dispose()
+
+
+def _check_connections_at_checkout(engine: AsyncEngine) -> None:
+    """Replace a pooled connection the server closed before handing it out.
+
+    Instead of ``pool_pre_ping``, which costs three round trips (``BEGIN``,
+    ``;``, ``ROLLBACK``) at every checkout: about a third of the CPU of a
+    one-row transaction here, and of every consumer's delivery. A server that
+    restarts or ends an idle session closes the socket, asyncpg sees it, and
+    the pool connects anew. A connection lost without a word fails its first
+    statement instead, as a disconnect: SQLAlchemy then discards the pool.
+    """
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _on_checkout(dbapi_connection: Any, _record: Any, _proxy: Any) -> None:
+        if dbapi_connection.driver_connection.is_closed():
+            raise DisconnectionError("the server closed this pooled connection")
 
 
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:

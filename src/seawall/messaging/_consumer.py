@@ -23,8 +23,9 @@ from seawall.db import (
     Database,
     affected_rows,
     dead_letters,
+    dialect_of,
     inbox,
-    insert_ignoring_conflicts,
+    insert_ignoring_conflicts_for,
     outbox,
 )
 from seawall.errors import DatabaseError, Unprocessable
@@ -62,6 +63,13 @@ class Consumer:
             worker pushes it back while a handler is still running).
         retry_base: delay before the first redelivery, in seconds; doubles per attempt.
         retry_max: longest delay between attempts, in seconds.
+        batch_size: deliveries that may share one transaction. With more than 1,
+            the deliveries that are ready together (up to this many) run one
+            after the other in one transaction with one inbox insert; if a
+            handler fails, the batch is rolled back and each delivery runs again
+            in a transaction of its own. Only for handlers whose effects are all
+            in the database: an outside effect (an HTTP call) of a batch that is
+            rolled back would happen twice.
     """
 
     durable: str
@@ -72,12 +80,13 @@ class Consumer:
     ack_wait: float = 30.0
     retry_base: float = 1.0
     retry_max: float = 300.0
+    batch_size: int = 1
 
     def __post_init__(self) -> None:
         check_durable(self.durable)
         check_subjects(self.subjects)
-        if self.max_deliver < 1 or self.concurrency < 1:
-            raise ValueError("max_deliver and concurrency must be at least 1")
+        if self.max_deliver < 1 or self.concurrency < 1 or self.batch_size < 1:
+            raise ValueError("max_deliver, concurrency and batch_size must be at least 1")
 
     def backoff(self, attempt: int) -> float:
         """Delay before redelivering after failed attempt *attempt*; see `jittered_backoff`."""
@@ -117,6 +126,7 @@ class ConsumerRegistry:
         ack_wait: float = 30.0,
         retry_base: float = 1.0,
         retry_max: float = 300.0,
+        batch_size: int = 1,
     ) -> Callable[[EventHandler], EventHandler]:
         """Register the decorated ``async def handler(event, session)``; see `Consumer`."""
 
@@ -131,6 +141,7 @@ class ConsumerRegistry:
                     ack_wait=ack_wait,
                     retry_base=retry_base,
                     retry_max=retry_max,
+                    batch_size=batch_size,
                 )
             )
             return handler
@@ -152,11 +163,34 @@ async def record_in_inbox(session: AsyncSession, consumer: str, message_id: str)
         transaction and then sees it.
     """
     result = await session.execute(
-        insert_ignoring_conflicts(session, inbox).values(
-            consumer=consumer, message_id=message_id, processed_at=datetime.now(UTC)
-        )
+        _inbox_insert(dialect_of(session)),
+        {"consumer": consumer, "message_id": message_id, "processed_at": datetime.now(UTC)},
     )
     return affected_rows(result) > 0
+
+
+async def record_many_in_inbox(
+    session: AsyncSession, consumer: str, message_ids: Sequence[str]
+) -> set[str]:
+    """Insert the inbox rows of *message_ids* for *consumer* with one statement.
+
+    Returns:
+        The ids whose row is new (the others were processed before).
+    """
+    now = datetime.now(UTC)
+    rows = [
+        {"consumer": consumer, "message_id": message_id, "processed_at": now}
+        for message_id in dict.fromkeys(message_ids)
+    ]
+    returning = _inbox_insert(dialect_of(session)).returning(inbox.c.message_id)
+    result = await session.execute(returning.values(rows))
+    return set(result.scalars())
+
+
+@functools.cache
+def _inbox_insert(dialect: str) -> Any:
+    # Built once per backend: one compiled statement from SQLAlchemy's cache.
+    return insert_ignoring_conflicts_for(dialect, inbox)
 
 
 class Worker:
@@ -210,6 +244,7 @@ class Worker:
         self._stopper = Stopper()
         # Failed attempts per (durable, message id) until success or dead letter.
         self._failures: OrderedDict[tuple[str, str], list[dict[str, Any]]] = OrderedDict()
+        self._batches: dict[str, _Batches] = {}
 
     def __repr__(self) -> str:
         return f"Worker({sorted(self.consumers)}, {self._bus!r})"
@@ -281,7 +316,10 @@ class Worker:
                 carrier=event.model_extra,  # traceparent: the tracing extension
                 correlation_id=event.correlationid,
             ):
-                applied = await self.apply(spec, event)
+                if spec.batch_size > 1:
+                    applied = await self._batch_of(spec).submit(event)
+                else:
+                    applied = await self.apply(spec, event)
         except Unprocessable as exc:
             await self._give_up(spec, delivery, event, f"unprocessable: {exc}")
             return
@@ -326,16 +364,39 @@ class Worker:
 
         return await self._run(spec, event, first_time)
 
+    async def apply_many(self, spec: Consumer, events: Sequence[Event]) -> list[bool]:
+        """Run *spec*'s handler for each of *events* in one transaction, with one inbox insert.
+
+        An event whose inbox row exists (or that came earlier in *events*) is
+        skipped. If a handler raises, nothing of the batch is committed.
+
+        Returns:
+            For each event, whether its handler ran.
+        """
+        async with self._db.transaction() as session:
+            fresh = await record_many_in_inbox(session, spec.durable, [e.id for e in events])
+            applied: list[bool] = []
+            for event in events:
+                first = event.id in fresh
+                fresh.discard(event.id)  # a second copy in the batch is a duplicate
+                if first:
+                    with bind_correlation(*_context_of(event)):
+                        await spec.handler(event, session)
+                applied.append(first)
+        return applied
+
+    def _batch_of(self, spec: Consumer) -> _Batches:
+        batches = self._batches.get(spec.durable)
+        if batches is None:
+            batches = self._batches[spec.durable] = _Batches(self, spec)
+        return batches
+
     async def _run(self, spec: Consumer, event: Event, admit: _Hook) -> bool:
         """Run the handler in one transaction after *admit* (which writes the inbox row)."""
-        correlation = event.correlationid
-        if correlation is None or not valid_correlation_id(correlation):
-            correlation = new_correlation_id()
-        causation = event.id if valid_correlation_id(event.id) else None
         async with self._db.transaction() as session:
             if not await admit(session):
                 return False
-            with bind_correlation(correlation, causation):
+            with bind_correlation(*_context_of(event)):
                 await spec.handler(event, session)
         return True
 
@@ -527,6 +588,79 @@ class Worker:
 
 
 _Hook = Callable[[AsyncSession], Awaitable[bool]]
+
+
+def _context_of(event: Event) -> tuple[str, str | None]:
+    """The correlation and causation ids a handler of *event* runs with."""
+    correlation = event.correlationid
+    if correlation is None or not valid_correlation_id(correlation):
+        correlation = new_correlation_id()
+    return correlation, event.id if valid_correlation_id(event.id) else None
+
+
+class _Batches:
+    """Group commit for one batching consumer: deliveries ready together share a transaction.
+
+    The first delivery to arrive starts a drain task; deliveries that arrive
+    while a batch runs wait for the next one, so a batch is whatever came in
+    meanwhile (up to ``batch_size``) and nothing waits for a batch to fill.
+    """
+
+    def __init__(self, worker: Worker, spec: Consumer) -> None:
+        self._worker = worker
+        self._spec = spec
+        self._waiting: list[tuple[Event, asyncio.Future[bool]]] = []
+        self._draining: asyncio.Task[None] | None = None
+
+    async def submit(self, event: Event) -> bool:
+        """Apply *event* in the next batch; raises what its handler raised."""
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._waiting.append((event, future))
+        if self._draining is None:
+            self._draining = asyncio.create_task(self._drain(), name="seawall-consumer-batch")
+        return await future
+
+    async def _drain(self) -> None:
+        try:
+            while self._waiting:
+                size = self._spec.batch_size
+                batch, self._waiting = self._waiting[:size], self._waiting[size:]
+                await self._run(batch)
+        finally:
+            self._draining = None
+            for _event, future in self._waiting:  # cancelled meanwhile: nobody runs them
+                if not future.done():
+                    future.cancel()
+            self._waiting = []
+
+    async def _run(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
+        worker, spec = self._worker, self._spec
+        if len(batch) > 1:
+            try:
+                applied = await worker.apply_many(spec, [event for event, _ in batch])
+            except Exception as exc:  # each runs again alone below
+                log.info(
+                    "consumer_batch_rolled_back",
+                    consumer=spec.durable,
+                    size=len(batch),
+                    error=type(exc).__name__,
+                )
+            else:
+                for (_event, future), ran in zip(batch, applied, strict=True):
+                    if not future.done():
+                        future.set_result(ran)
+                return
+        # Alone: only the failing delivery fails; the others commit on their own.
+        for event, future in batch:
+            try:
+                ran = await worker.apply(spec, event)
+            except Exception as exc:  # handed to the delivery's own handling
+                if not future.done():
+                    future.set_exception(exc)
+            else:
+                if not future.done():
+                    future.set_result(ran)
+
 
 # Messages whose failed attempts a worker remembers for their dead letter's history.
 _FAILURES_KEPT = 10_000
