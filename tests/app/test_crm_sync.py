@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -33,11 +34,13 @@ from seawall.app._sync import (
     consumers_with_crm,
     decide,
     push_case_to_crm,
+    random_ids,
 )
 from seawall.config import ServiceSettings, Settings, WebhookSettings
 from seawall.db import Database, cases, outbox, sync_links
 from seawall.errors import ServiceClientError
 from seawall.integrations import CasePriority, CaseStatus, CrmCase, SalesforceCRM
+from seawall.messaging import _wakeup
 from seawall.resilience import RateLimit
 from seawall.sync import SyncProgress
 from seawall.testing import FakeClock, FakeCRM
@@ -187,6 +190,16 @@ def test_a_deletion_closes_the_case_and_a_closed_case_stays_closed() -> None:
     assert (refused.outcome, refused.refused) == (SyncOutcome.UNCHANGED, ("status",))
 
 
+def test_random_ids_are_distinct_version_4_uuids() -> None:
+    ids = random_ids(500)
+
+    parsed = [uuid.UUID(text) for text in ids]
+    assert len(set(ids)) == 500
+    assert {(one.version, one.variant) for one in parsed} == {(4, uuid.RFC_4122)}
+    assert [str(one) for one in parsed] == ids
+    assert random_ids(0) == []
+
+
 # --- the feed ----------------------------------------------------------------------------
 
 
@@ -213,6 +226,36 @@ async def test_new_tickets_become_cases_with_one_synced_event_each(
     assert events[0]["action"] == "created"
     assert events[0]["origin"] == "crm"
     assert await count(database, sync_links) == 120
+
+
+async def test_the_synced_event_carries_the_case_without_the_crm_record(
+    crm_fake: FakeCRM, sync: CrmSync, database: Database
+) -> None:
+    ticket = crm_fake.add_ticket(Subject="Printer on fire")
+
+    await sync.run()
+
+    events = await synced_events(database)
+    case = await case_of(database, ticket["Id"])
+    assert events[0]["case"]["metadata"] == {"source": "crm"}
+    assert events[0]["case"]["id"] == case["id"] == events[0]["subject"]
+    assert case["metadata"]["crm"]["Id"] == ticket["Id"]
+
+
+async def test_a_synced_page_wakes_the_relays_of_this_process(
+    crm_fake: FakeCRM, sync: CrmSync
+) -> None:
+    crm_fake.add_tickets(3)
+    woken = asyncio.Event()
+    _wakeup.register(woken)
+
+    try:
+        await sync.run()
+        await asyncio.wait_for(woken.wait(), timeout=10)
+    finally:
+        _wakeup.unregister(woken)
+
+    assert woken.is_set()
 
 
 async def test_a_changed_ticket_updates_its_case_and_an_unchanged_one_writes_nothing(

@@ -27,6 +27,7 @@ from seawall.integrations import (
     customer_from_record,
     ticket_fields,
 )
+from seawall.integrations._salesforce_acl import changes_from_feed
 
 
 def ticket(**fields: Any) -> SalesforceTicket:
@@ -242,3 +243,59 @@ def test_the_feed_skips_objects_we_do_not_sync_and_reports_them() -> None:
 
     assert translated.value is None
     assert [(u.field, u.value) for u in translated.unknown] == [("change_object", "opportunity")]
+
+
+def feed_entry(cursor: int, record: dict[str, Any], *, deleted: bool = False) -> SalesforceChange:
+    return SalesforceChange(
+        cursor=str(cursor), object="ticket", id=record["Id"], deleted=deleted, record=record
+    )
+
+
+def ticket_record(**fields: Any) -> dict[str, Any]:
+    return {
+        "Id": "500000000000001AAA",
+        "Subject": "  Refund\x00 not   received ",
+        "Urgency": "High",
+        "State": "Working",
+        "LastModifiedDate": "2027-01-15T10:30:00.000Z",
+        "Unmapped": {"kept": True},
+        **fields,
+    }
+
+
+def test_a_page_translates_as_its_entries_do_one_by_one() -> None:
+    entries = [
+        feed_entry(1, ticket_record()),
+        feed_entry(2, ticket_record(Id="500B", Urgency="Urgent!", State=None, ExternalRef="")),
+        SalesforceChange(
+            cursor="3",
+            object="customer",
+            id="001A",
+            record={"Id": "001A", "Name": "Ada", "LastModifiedDate": "2027-01-15T10:30:00Z"},
+        ),
+        SalesforceChange(cursor="4", object="opportunity", id="006A", record={}),
+        feed_entry(
+            5, ticket_record(Id="500C", LastModifiedDate="2027-01-15T11:30:00"), deleted=True
+        ),
+    ]
+
+    page = changes_from_feed(entries)
+
+    one_by_one = [change_from_feed(entry) for entry in entries]
+    assert page.value == [t.value for t in one_by_one if t.value is not None]
+    assert page.unknown == tuple(u for t in one_by_one for u in t.unknown)
+    assert page.value[0].case is not None
+    assert page.value[0].case.metadata == {"crm": ticket_record()}
+    assert page.value[3].deleted
+    assert page.value[3].case is not None
+    assert page.value[3].case.updated_at.tzinfo is UTC
+
+
+def test_a_page_with_a_ticket_that_does_not_fit_is_refused_whole() -> None:
+    entries = [
+        feed_entry(1, ticket_record()),
+        feed_entry(2, ticket_record(Id="500B", LastModifiedDate="yesterday")),
+    ]
+
+    with pytest.raises(ValidationError):
+        changes_from_feed(entries)

@@ -238,11 +238,12 @@ class SessionsSeen(Handler):
 
     def __init__(self, *, fail_on: set[str] | None = None) -> None:
         super().__init__()
-        self.sessions: dict[str, int] = {}
+        # The sessions themselves, kept alive: an id() could be reused by the next one.
+        self.sessions: dict[str, AsyncSession] = {}
         self.fail_on = fail_on or set()
 
     async def __call__(self, event: Event, session: AsyncSession) -> None:
-        self.sessions[event.id] = id(session)
+        self.sessions[event.id] = session
         await super().__call__(event, session)
         if event.id in self.fail_on:
             raise RuntimeError("this one breaks")
@@ -266,7 +267,7 @@ async def test_deliveries_ready_together_share_one_transaction_and_one_inbox_ins
 
     assert outcomes == ["ack"] * 5
     assert handler.calls == [event.id for event in events]
-    assert len(set(handler.sessions.values())) == 1
+    assert len({id(session) for session in handler.sessions.values()}) == 1
     for event in events:
         assert await _inbox_has(database, "tests", event.id)
         assert await _activity_count(database, event.id) == 1
@@ -284,7 +285,7 @@ async def test_a_batch_is_never_larger_than_its_batch_size(
 
     per_session: dict[int, int] = {}
     for session in handler.sessions.values():
-        per_session[session] = per_session.get(session, 0) + 1
+        per_session[id(session)] = per_session.get(id(session), 0) + 1
     assert sorted(per_session.values()) == [1, 2, 2]
 
 

@@ -35,8 +35,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
-import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -45,6 +45,7 @@ from typing import Any, Final
 
 import sqlalchemy as sa
 import structlog
+from pydantic import TypeAdapter
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -58,6 +59,7 @@ from seawall.db import (
     cases,
     dialect_of,
     insert_ignoring_conflicts,
+    insert_rows,
     sync_links,
 )
 from seawall.errors import DatabaseError, SeawallError, Unprocessable
@@ -211,7 +213,19 @@ def _iso(moment: datetime) -> str:
     return moment.isoformat()
 
 
-def _case_json(row: Mapping[str, Any]) -> dict[str, Any]:
+_RECORD: Final = "crm"  # where the CRM adapter keeps the ticket as sent (CrmCase.metadata)
+
+
+def _shared(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """A case's metadata as ``case.synced`` carries it: without the CRM's record.
+
+    The record is the case's (``metadata.crm``); the event would carry it a second
+    time, and its consumers need the case's fields and what changed, not the record.
+    """
+    return {name: value for name, value in metadata.items() if name != _RECORD}
+
+
+def _case_json(row: Mapping[str, Any], iso: Callable[[datetime], str] = _iso) -> dict[str, Any]:
     return {
         "id": row["id"],
         "title": row["title"],
@@ -219,36 +233,77 @@ def _case_json(row: Mapping[str, Any]) -> dict[str, Any]:
         "priority": row["priority"],
         "external_id": row["external_id"],
         "customer_id": row["customer_id"],
-        "metadata": row["metadata"],
+        "metadata": _shared(row["metadata"]),
         "version": row["version"],
-        "created_at": _iso(row["created_at"]),
-        "updated_at": _iso(row["updated_at"]),
+        "created_at": iso(row["created_at"]),
+        "updated_at": iso(row["updated_at"]),
     }
 
 
-def synced_event(
-    row: Mapping[str, Any],
-    outcome: SyncOutcome,
-    changes: Mapping[str, Mapping[str, Any]],
-    external_id: str,
-) -> Event:
-    """``case.synced``: the case as the CRM change left it, what changed, and its origin."""
-    # Built from values made here, so not validated again: a full resync makes 100,000.
-    return Event.model_construct(
-        id=str(uuid.uuid4()),
-        source=EVENT_SOURCE,
-        type=SYNCED,
-        subject=str(row["id"]),
-        time=datetime.now(UTC),
-        correlationid=current_correlation_id(),
-        causationid=current_causation_id(),
-        data={
-            "case": _case_json(row),
-            "action": outcome.value,
-            "changes": dict(changes),
-            "origin": SOURCE,
-            "external_id": external_id,
-        },
+@dataclass(frozen=True, slots=True)
+class Synced:
+    """A case a CRM change wrote: its row as the change left it, what changed, and the ticket."""
+
+    row: Mapping[str, Any]
+    outcome: SyncOutcome
+    changes: Mapping[str, Mapping[str, Any]]
+    external_id: str
+
+
+_EVENTS: Final = TypeAdapter(list[Event])
+_VERSION_4: Final = (~(0xF000 << 64) & ~(0xC000 << 48), (0x4000 << 64) | (0x8000 << 48))
+
+
+def random_ids(count: int) -> list[str]:
+    """*count* random version 4 UUIDs as text, from one read of the system's randomness.
+
+    What `uuid.uuid4` gives, without a `uuid.UUID` object per id: a full resync
+    makes two ids per ticket, and the objects cost more than the rest of an event.
+    """
+    keep, set_bits = _VERSION_4
+    data = os.urandom(16 * count)
+    ids: list[str] = []
+    for start in range(0, 16 * count, 16):
+        text = f"{int.from_bytes(data[start : start + 16]) & keep | set_bits:032x}"
+        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
+    return ids
+
+
+def synced_events(synced: Sequence[Synced], now: datetime) -> list[Event]:
+    """The ``case.synced`` events of a page (pure but for the ids and the correlation).
+
+    Validated in one pass over the page: a full resync makes 100,000.
+    """
+    correlation, causation = current_correlation_id(), current_causation_id()
+    stamps: dict[datetime, str] = {}
+
+    def iso(moment: datetime) -> str:
+        # Most rows of a page share one timestamp (the page's): format it once.
+        text = stamps.get(moment)
+        if text is None:
+            text = stamps[moment] = _iso(moment)
+        return text
+
+    return _EVENTS.validate_python(
+        [
+            {
+                "id": event_id,
+                "source": EVENT_SOURCE,
+                "type": SYNCED,
+                "subject": str(item.row["id"]),
+                "time": now,
+                "correlationid": correlation,
+                "causationid": causation,
+                "data": {
+                    "case": _case_json(item.row, iso),
+                    "action": item.outcome.value,
+                    "changes": dict(item.changes),
+                    "origin": SOURCE,
+                    "external_id": item.external_id,
+                },
+            }
+            for item, event_id in zip(synced, random_ids(len(synced)), strict=True)
+        ]
     )
 
 
@@ -265,40 +320,55 @@ def _local(row: Mapping[str, Any]) -> LocalCase:
     )
 
 
-def _among(
-    session: AsyncSession, column: sa.ColumnElement[str], ids: Sequence[str]
-) -> sa.ColumnElement[bool]:
-    """``column IN ids`` as one bound value (an array, or JSON on SQLite).
+def _rows_by(
+    session: AsyncSession,
+    table: sa.Table,
+    column: sa.Column[str],
+    ids: Sequence[str],
+    *,
+    where: Sequence[sa.ColumnElement[bool]] = (),
+    lock: bool = False,
+) -> sa.Select[Any]:
+    """The rows of *table* whose *column* (unique with *where*) is one of *ids*, in one query.
 
-    A page holds up to 1000 ids; one parameter each costs more to compile and
-    bind than the query takes to run.
+    The ids are one bound value: a page holds up to 1000, and one parameter each
+    costs more to compile and bind than the query takes to run. On PostgreSQL
+    each id is looked up in the index (``unnest`` with a ``LATERAL`` lookup):
+    ``column = ANY($1)`` in the generic plan of a prepared statement compares
+    every row of the table with every id, and a full resync would slow down
+    with each page it wrote. *lock* locks the rows found (PostgreSQL).
     """
     if dialect_of(session) == "postgresql":
-        return column == sa.any_(sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.String)))
+        array = sa.bindparam(None, list(ids), type_=postgresql.ARRAY(sa.String))
+        wanted = sa.func.unnest(array).table_valued("id").render_derived(name="wanted")
+        lookup = sa.select(table).where(*where, column == wanted.c.id).limit(1)
+        if lock:
+            lookup = lookup.with_for_update()
+        found = lookup.lateral("found")
+        return sa.select(found).select_from(wanted).join(found, sa.true())
     values = sa.func.json_each(sa.bindparam(None, json.dumps(list(ids)), type_=sa.String))
-    return column.in_(sa.select(sa.literal_column("value")).select_from(values))
+    return sa.select(table).where(
+        *where, column.in_(sa.select(sa.literal_column("value")).select_from(values))
+    )
 
 
 async def _links(session: AsyncSession, ids: Sequence[str]) -> dict[str, Link]:
     if not ids:
         return {}
-    rows = await session.execute(
-        sa.select(sync_links).where(
-            sync_links.c.source == SOURCE, _among(session, sync_links.c.external_id, ids)
-        )
+    query = _rows_by(
+        session, sync_links, sync_links.c.external_id, ids, where=[sync_links.c.source == SOURCE]
     )
     return {
         row.external_id: Link(row.external_id, row.case_id, row.case_version, row.remote_updated_at)
-        for row in rows
+        for row in await session.execute(query)
     }
 
 
 async def _cases(session: AsyncSession, ids: Sequence[str]) -> dict[str, LocalCase]:
     if not ids:
         return {}
-    query = sa.select(cases).where(_among(session, cases.c.id, ids))
-    if dialect_of(session) == "postgresql":
-        query = query.with_for_update()
+    # Sorted: concurrent writers lock the rows they share in one order.
+    query = _rows_by(session, cases, cases.c.id, sorted(set(ids)), lock=True)
     return {row["id"]: _local(dict(row)) for row in (await session.execute(query)).mappings()}
 
 
@@ -324,7 +394,8 @@ async def apply_changes(session: AsyncSession, changes: Sequence[CrmChange]) -> 
 
     Changes to other objects than tickets are skipped; of several changes to one
     ticket, the last is applied. Reads the page's links and cases in two
-    queries and writes new cases, links and events with one statement each.
+    queries and writes new cases, links and events with one statement each
+    (`seawall.db.insert_rows`); updates go one case at a time.
 
     Returns:
         What each change did.
@@ -355,7 +426,8 @@ async def apply_changes(session: AsyncSession, changes: Sequence[CrmChange]) -> 
     now = datetime.now(UTC)
     new_cases: list[dict[str, Any]] = []
     new_links: list[dict[str, Any]] = []
-    events: list[Event] = []
+    synced: list[Synced] = []
+    case_ids = iter(random_ids(len(latest)))
     for ticket_id, ticket in latest.items():
         link = links.get(ticket_id)
         case = found.get(link.case_id) if link is not None else found.get(ticket.reference or "")
@@ -369,10 +441,10 @@ async def apply_changes(session: AsyncSession, changes: Sequence[CrmChange]) -> 
                 fields=list(decision.refused),
             )
         if decision.outcome is SyncOutcome.CREATED:
-            row = _new_case(ticket, now)
+            row = _new_case(ticket, now, next(case_ids))
             new_cases.append(row)
             new_links.append(_link_row(ticket_id, row["id"], 1, ticket.updated_at, now))
-            events.append(synced_event(row, decision.outcome, {}, ticket_id))
+            synced.append(Synced(row, decision.outcome, {}, ticket_id))
         elif decision.outcome is SyncOutcome.CONFLICT:
             assert case is not None
             log.warning(
@@ -392,20 +464,19 @@ async def apply_changes(session: AsyncSession, changes: Sequence[CrmChange]) -> 
                 for name, value in decision.changes.items()
             }
             await _save_link(session, ticket_id, case.id, row["version"], ticket.updated_at, now)
-            events.append(synced_event(row, decision.outcome, changed, ticket_id))
+            synced.append(Synced(row, decision.outcome, changed, ticket_id))
         elif link is None and case is not None:
             # Unchanged, found by reference: remember the link (no case write, no event).
             await _save_link(session, ticket_id, case.id, case.version, ticket.updated_at, now)
-    if new_cases:
-        await session.execute(cases.insert(), new_cases)
-        await session.execute(sync_links.insert(), new_links)
-    await _outbox.add_all(session, events)
+    await insert_rows(session, cases, new_cases)
+    await insert_rows(session, sync_links, new_links)
+    await _outbox.add_all(session, synced_events(synced, now))
     return result
 
 
-def _new_case(ticket: CrmCase, now: datetime) -> dict[str, Any]:
+def _new_case(ticket: CrmCase, now: datetime, case_id: str) -> dict[str, Any]:
     return {
-        "id": str(uuid.uuid4()),
+        "id": case_id,
         "title": ticket.title,
         "status": ticket.status.value,
         "priority": ticket.priority.value,

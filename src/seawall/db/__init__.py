@@ -14,7 +14,8 @@ from seawall.db._database import (
     normalize_url,
 )
 from seawall.db._migrate import current_revision, head_revision, migrate, require_schema
-from seawall.db._raw import RawStatement, raw_transaction, translate_error
+from seawall.db._raw import RawStatement, UnnestInsert, raw_transaction, translate_error
+from seawall.db._rows import insert_rows
 from seawall.db._tables import (
     UTCDateTime,
     api_keys,
@@ -37,6 +38,7 @@ __all__ = [
     "Database",
     "RawStatement",
     "UTCDateTime",
+    "UnnestInsert",
     "affected_rows",
     "api_keys",
     "case_activity",
@@ -50,6 +52,7 @@ __all__ = [
     "inbox",
     "insert_ignoring_conflicts",
     "insert_ignoring_conflicts_for",
+    "insert_rows",
     "leases",
     "metadata",
     "migrate",

@@ -12,15 +12,17 @@ from __future__ import annotations
 import asyncio
 import sys
 from asyncio import CancelledError
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
+import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
+from sqlalchemy.engine import Dialect
 
 from seawall.db._database import Database
 
-__all__ = ["RawStatement", "raw_transaction", "translate_error"]
+__all__ = ["RawStatement", "UnnestInsert", "raw_transaction", "translate_error"]
 
 # SQLSTATE classes and the DB-API error SQLAlchemy raises for them; the rest is operational.
 _ERROR_CLASSES: Final[Mapping[str, type[sa_exc.DBAPIError]]] = {
@@ -89,3 +91,53 @@ async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawSta
             if translated is not None:
                 raise translated from exc
             raise
+
+
+class UnnestInsert:
+    """``INSERT INTO table (columns) SELECT ... FROM unnest($1::type[], ...)`` for rows as dicts.
+
+    One statement for any number of rows, with a fixed text (prepared once per
+    connection). Each value goes through its column's bind processor for
+    *dialect*; JSON travels as text and is cast back in the statement.
+
+    Args:
+        table: the table written.
+        columns: the columns each row has, in order.
+        dialect: the PostgreSQL dialect the processors are for.
+        suffix: SQL appended to the statement (``ON CONFLICT ...``, ``RETURNING ...``).
+    """
+
+    def __init__(
+        self, table: sa.Table, columns: Sequence[str], dialect: Dialect, *, suffix: str = ""
+    ) -> None:
+        self.columns = tuple(columns)
+        arrays: list[str] = []
+        selected: list[str] = []
+        self._processors: list[Callable[[Any], Any] | None] = []
+        for position, name in enumerate(self.columns, start=1):
+            column = table.c[name]
+            is_json = isinstance(column.type, sa.JSON)
+            sql_type = "TEXT" if is_json else column.type.compile(dialect=dialect)
+            arrays.append(f"${position}::{sql_type}[]")
+            selected.append(f"v{position}::JSON" if is_json else f"v{position}")
+            self._processors.append(column.type.dialect_impl(dialect).bind_processor(dialect))
+        names = ", ".join(f"v{position}" for position in range(1, len(self.columns) + 1))
+        quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in self.columns)
+        target = dialect.identifier_preparer.format_table(table)
+        source = f"unnest({', '.join(arrays)}) AS t({names})"
+        # Identifiers from the schema, quoted by the dialect; every value is a parameter.
+        insert = f"INSERT INTO {target} ({quoted}) SELECT {', '.join(selected)} FROM {source}"  # noqa: S608
+        self.sql = f"{insert} {suffix}" if suffix else insert
+
+    def arguments(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
+        """One array per column, each value processed as the column binds it.
+
+        Raises:
+            KeyError: a row lacks one of the columns.
+            ValueError: a value its column refuses (a naive datetime).
+        """
+        arguments: list[list[Any]] = []
+        for name, process in zip(self.columns, self._processors, strict=True):
+            values = [row[name] for row in rows]
+            arguments.append(values if process is None else [process(value) for value in values])
+        return arguments

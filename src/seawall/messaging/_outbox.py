@@ -9,6 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from seawall.db import insert_rows
 from seawall.db import outbox as outbox_table
 from seawall.messaging import _wakeup
 from seawall.messaging._event import Event
@@ -98,11 +99,12 @@ class Outbox:
         _wakeup.mark(session.sync_session)
 
     async def add_all(self, session: AsyncSession, events: Sequence[Event]) -> None:
-        """Stage many events in *session*'s transaction with one ``executemany``.
+        """Stage many events in *session*'s transaction with one statement.
 
         The rows are those `add` writes (each event's aggregate is its type's first
-        segment and its subject); a writer that commits many changes at once, such
-        as the webhook receiver's group commit, pays one round trip for them all.
+        segment and its subject), written by `seawall.db.insert_rows` on the
+        driver connection; a writer that commits many changes at once (the webhook
+        receiver's group commit, a sync's page) pays one round trip for them all.
 
         Args:
             session: the caller's session, inside the transaction of the changes.
@@ -113,7 +115,7 @@ class Outbox:
         """
         if not events:
             return
-        await session.execute(self._insert, self.rows(events))
+        await insert_rows(session, self._table, self.rows(events))
         _wakeup.mark(session.sync_session)
 
     def rows(self, events: Sequence[Event]) -> list[dict[str, Any]]:

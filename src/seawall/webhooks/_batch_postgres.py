@@ -21,72 +21,21 @@ from __future__ import annotations
 
 import asyncio
 from asyncio import CancelledError
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
 
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 import structlog
-from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from seawall.db import Database, translate_error, webhook_dedup, webhook_events
+from seawall.db import Database, UnnestInsert, translate_error, webhook_dedup, webhook_events
 from seawall.messaging import Event, Outbox
 
-__all__ = ["AsyncpgBackend", "UnnestInsert", "translate_error"]
+__all__ = ["AsyncpgBackend"]
 
 _log = structlog.get_logger("seawall.webhooks")
-
-
-class UnnestInsert:
-    """``INSERT INTO table (columns) SELECT ... FROM unnest($1::type[], ...)`` for rows as dicts.
-
-    One statement for any number of rows, with a fixed text (prepared once per
-    connection). Each value goes through its column's bind processor for
-    *dialect*; JSON travels as text and is cast back in the statement.
-
-    Args:
-        table: the table written.
-        columns: the columns each row has, in order.
-        dialect: the PostgreSQL dialect the processors are for.
-        suffix: SQL appended to the statement (``ON CONFLICT ...``, ``RETURNING ...``).
-    """
-
-    def __init__(
-        self, table: sa.Table, columns: Sequence[str], dialect: Dialect, *, suffix: str = ""
-    ) -> None:
-        self.columns = tuple(columns)
-        arrays: list[str] = []
-        selected: list[str] = []
-        self._processors: list[Callable[[Any], Any] | None] = []
-        for position, name in enumerate(self.columns, start=1):
-            column = table.c[name]
-            is_json = isinstance(column.type, sa.JSON)
-            sql_type = "TEXT" if is_json else column.type.compile(dialect=dialect)
-            arrays.append(f"${position}::{sql_type}[]")
-            selected.append(f"v{position}::JSON" if is_json else f"v{position}")
-            self._processors.append(column.type.dialect_impl(dialect).bind_processor(dialect))
-        names = ", ".join(f"v{position}" for position in range(1, len(self.columns) + 1))
-        quoted = ", ".join(dialect.identifier_preparer.quote(name) for name in self.columns)
-        target = dialect.identifier_preparer.format_table(table)
-        source = f"unnest({', '.join(arrays)}) AS t({names})"
-        # Identifiers from the schema, quoted by the dialect; every value is a parameter.
-        insert = f"INSERT INTO {target} ({quoted}) SELECT {', '.join(selected)} FROM {source}"  # noqa: S608
-        self.sql = f"{insert} {suffix}" if suffix else insert
-
-    def arguments(self, rows: Sequence[Mapping[str, Any]]) -> list[list[Any]]:
-        """One array per column, each value processed as the column binds it.
-
-        Raises:
-            KeyError: a row lacks one of the columns.
-            ValueError: a value its column refuses (a naive datetime).
-        """
-        arguments: list[list[Any]] = []
-        for name, process in zip(self.columns, self._processors, strict=True):
-            values = [row[name] for row in rows]
-            arguments.append(values if process is None else [process(value) for value in values])
-        return arguments
 
 
 _CLAIM_COLUMNS: Final = ("provider", "key", "webhook_id", "expires_at")

@@ -1,0 +1,167 @@
+"""`insert_rows`: many new rows in one statement on the session's driver connection.
+
+Through the session, an ``executemany`` of a thousand rows costs more in
+SQLAlchemy (per-row parameter processing, ``insertmanyvalues``, the greenlet
+bridge) than in the database. Here the rows go in with one statement on the
+raw driver connection, inside the session's own transaction, so they commit or
+roll back with everything else the session wrote (a sync's page and its cursor,
+a batch of outbox events):
+
+- PostgreSQL (asyncpg): one ``INSERT ... SELECT FROM unnest($1::type[], ...)``
+  (`UnnestInsert`, as the webhook group commit writes); it also fires a
+  statement trigger (the outbox's ``NOTIFY``) once, where ``executemany`` fires
+  it once per row;
+- SQLite (aiosqlite): one ``executemany`` on the sqlite3 connection, one hop to
+  its thread.
+
+The values go through the columns' own bind processors (the UTC check of
+`seawall.db.UTCDateTime`, JSON), so the rows are those the session would write,
+and the driver's errors become the SQLAlchemy errors the session would raise.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import weakref
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import sqlalchemy as sa
+import sqlalchemy.exc as sa_exc
+from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
+
+from seawall.db._raw import UnnestInsert, translate_error
+
+__all__ = ["insert_rows"]
+
+_Processor = Callable[[Any], Any] | None
+
+
+_MISSING: Any = object()
+
+
+def _is_timestamp(column: sa.Column[Any]) -> bool:
+    kind = column.type
+    return isinstance(kind, sa.DateTime) or isinstance(getattr(kind, "impl", None), sa.DateTime)
+
+
+def _processed_once(values: list[Any], process: Callable[[Any], Any]) -> list[Any]:
+    """*values* processed, each distinct one once (the rows of a page share their timestamps)."""
+    done: dict[Any, Any] = {}
+    processed: list[Any] = []
+    for value in values:
+        result = done.get(value, _MISSING)
+        if result is _MISSING:
+            result = done[value] = process(value)
+        processed.append(result)
+    return processed
+
+
+class _SqliteInsert:
+    """``INSERT INTO table (columns) VALUES (?, ...)`` and its rows as processed tuples."""
+
+    def __init__(self, table: sa.Table, columns: Sequence[str], dialect: Dialect) -> None:
+        quote = dialect.identifier_preparer.quote
+        target = dialect.identifier_preparer.format_table(table)
+        names = ", ".join(quote(name) for name in columns)
+        marks = ", ".join("?" for _ in columns)
+        # Identifiers from the schema, quoted by the dialect; every value is a parameter.
+        self.sql = f"INSERT INTO {target} ({names}) VALUES ({marks})"  # noqa: S608
+        self.columns = tuple(columns)
+        self._processors: list[tuple[_Processor, bool]] = [
+            (
+                table.c[name].type.dialect_impl(dialect).bind_processor(dialect),
+                _is_timestamp(table.c[name]),
+            )
+            for name in columns
+        ]
+
+    def arguments(self, rows: Sequence[Mapping[str, Any]]) -> list[tuple[Any, ...]]:
+        """One tuple per row, each value processed as its column binds it."""
+        columns: list[list[Any]] = []
+        for name, (process, once) in zip(self.columns, self._processors, strict=True):
+            values = [row[name] for row in rows]
+            if process is None:
+                columns.append(values)
+            elif once:
+                columns.append(_processed_once(values, process))
+            else:
+                columns.append([process(value) for value in values])
+        return list(zip(*columns, strict=True))
+
+
+# Per dialect (one per engine), the statements built so far, by table and columns.
+_built: weakref.WeakKeyDictionary[Dialect, dict[tuple[sa.Table, tuple[str, ...]], Any]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _statement(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> Any:
+    built = _built.setdefault(dialect, {})
+    statement = built.get((table, columns))
+    if statement is None:
+        if dialect.name == "postgresql":
+            statement = UnnestInsert(table, columns, dialect)
+        else:
+            statement = _SqliteInsert(table, columns, dialect)
+        built[(table, columns)] = statement
+    return statement
+
+
+async def _driver(connection: AsyncConnection) -> Any:
+    """The driver connection under *connection*, inside the session's transaction."""
+    driver: Any = (await connection.get_raw_connection()).driver_connection
+    if connection.dialect.name == "postgresql" and not driver.is_in_transaction():
+        # SQLAlchemy's asyncpg adapter begins its transaction at the first statement;
+        # without one, the insert would commit on its own.
+        await connection.exec_driver_sql("SELECT 1")
+    elif connection.dialect.name == "sqlite" and not driver.in_transaction:
+        raise RuntimeError("insert_rows needs a session inside a transaction")
+    return driver
+
+
+async def insert_rows(
+    session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+) -> None:
+    """Insert *rows* into *table* in *session*'s transaction, with one statement.
+
+    Every row must have the same keys, the columns written (the first row's,
+    in its order); columns left out take their defaults.
+
+    Args:
+        session: a session inside a transaction (`Database.transaction`).
+        table: the table written.
+        rows: the rows, as ``{column: value}``.
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the database refused the rows (a duplicate key
+            is an `IntegrityError`); none of them is written, and the caller's
+            transaction must roll back.
+        KeyError: a row lacks one of the first row's columns.
+        ValueError: a value its column refuses (a naive datetime).
+    """
+    if not rows:
+        return
+    connection = await session.connection()
+    dialect = connection.dialect
+    if dialect.name not in ("postgresql", "sqlite"):
+        raise ValueError(f"insert_rows does not support {dialect.name!r}")
+    statement = _statement(dialect, table, tuple(rows[0]))
+    arguments = statement.arguments(rows)
+    driver = await _driver(connection)
+    try:
+        if dialect.name == "postgresql":
+            await driver.execute(statement.sql, *arguments)
+        else:
+            cursor = await driver.executemany(statement.sql, arguments)
+            await cursor.close()
+    except sqlite3.Error as exc:
+        raise sa_exc.DBAPIError.instance(
+            statement.sql, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect
+        ) from exc
+    except Exception as exc:
+        translated = translate_error(exc, statement.sql)
+        if translated is not None:
+            raise translated from exc
+        raise

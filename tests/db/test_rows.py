@@ -1,0 +1,113 @@
+"""`insert_rows` on both databases: the session's rows, in its transaction, with its errors."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from seawall.db import Database, cases, insert_rows, sync_links
+
+T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
+
+
+def case_row(number: int, **fields: Any) -> dict[str, Any]:
+    return {
+        "id": f"case-{number}",
+        "title": f"Ticket {number}",
+        "status": "open",
+        "priority": "medium",
+        "external_id": f"500{number}",
+        "customer_id": None,
+        "metadata": {"source": "crm", "crm": {"Id": f"500{number}", "n": [number, None]}},
+        "version": 1,
+        "created_at": T0,
+        "updated_at": T0,
+        **fields,
+    }
+
+
+async def stored_cases(database: Database) -> list[dict[str, Any]]:
+    async with database.reading() as session:
+        rows = await session.execute(sa.select(cases).order_by(cases.c.id))
+        return [dict(row) for row in rows.mappings()]
+
+
+async def test_rows_read_back_as_the_session_would_have_written_them(database: Database) -> None:
+    rows = [case_row(1), case_row(2, created_at=T0.astimezone(timezone(timedelta(hours=2))))]
+
+    async with database.transaction() as session:
+        await insert_rows(session, cases, rows)
+
+    stored = await stored_cases(database)
+    assert [row["id"] for row in stored] == ["case-1", "case-2"]
+    assert stored[0]["metadata"] == rows[0]["metadata"]
+    assert stored[1]["created_at"] == T0
+    assert stored[1]["created_at"].utcoffset() == timedelta(0)
+
+
+async def test_the_rows_commit_with_what_the_session_wrote(database: Database) -> None:
+    async with database.transaction() as session:
+        await session.execute(cases.insert().values(case_row(1)))
+        await insert_rows(session, cases, [case_row(2)])
+        await insert_rows(
+            session,
+            sync_links,
+            [
+                {
+                    "source": "crm",
+                    "external_id": "5002",
+                    "case_id": "case-2",
+                    "case_version": 1,
+                    "remote_updated_at": None,
+                    "synced_at": T0,
+                }
+            ],
+        )
+
+    async with database.reading() as session:
+        link = (await session.execute(sa.select(sync_links))).mappings().one()
+    assert [row["id"] for row in await stored_cases(database)] == ["case-1", "case-2"]
+    assert (link["case_id"], link["remote_updated_at"], link["synced_at"]) == ("case-2", None, T0)
+
+
+async def test_the_rows_roll_back_with_the_transaction(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            await insert_rows(session, cases, [case_row(1), case_row(2)])
+            raise RuntimeError("the page failed after its rows were written")
+
+    assert await stored_cases(database) == []
+
+
+async def test_a_duplicate_key_is_sqlalchemys_integrity_error_and_writes_nothing(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await insert_rows(session, cases, [case_row(1)])
+
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as session:
+            await insert_rows(session, cases, [case_row(2), case_row(1)])
+
+    assert [row["id"] for row in await stored_cases(database)] == ["case-1"]
+
+
+async def test_a_naive_datetime_is_refused_before_anything_is_sent(database: Database) -> None:
+    naive = case_row(1, updated_at=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+    with pytest.raises(ValueError, match="naive datetime"):
+        async with database.transaction() as session:
+            await insert_rows(session, cases, [naive])
+
+    assert await stored_cases(database) == []
+
+
+async def test_no_rows_write_nothing(database: Database) -> None:
+    async with database.transaction() as session:
+        await insert_rows(session, cases, [])
+
+    assert await stored_cases(database) == []
