@@ -25,6 +25,9 @@ log = structlog.get_logger("seawall.messaging")
 
 MSG_ID_HEADER = "Nats-Msg-Id"
 
+# Messages `NatsBus.publish_many` sends between two yields to the event loop.
+_YIELD_EVERY = 50
+
 # JetStream API error codes that no retry can fix.
 _PERMANENT_API_CODES = frozenset({10054})  # message size exceeds maximum allowed
 
@@ -241,6 +244,10 @@ class NatsBus(Bus):
                         results[index] = _publish_error(exc)
                     else:
                         sent[future] = index
+                        if len(sent) % _YIELD_EVERY == 0:
+                            # Let nats-py's flusher send what is buffered, so the server
+                            # works on these while the rest are built (and acks come in).
+                            await asyncio.sleep(0)
         except TimeoutError:
             for late in range(index, len(messages)):
                 results[late] = PublishError("publish not acknowledged (TimeoutError)")
