@@ -351,22 +351,17 @@ class NatsBus(Bus):
                 slots.release()
 
         backoff = 0.1
-        waiting = 0  # messages the server said were still pending after the last fetch
         try:
             while True:
                 await slots.acquire()
                 wanted = 1
-                while wanted < min(concurrency, waiting) and not slots.locked():
-                    await slots.acquire()
+                while wanted < concurrency and not slots.locked():
+                    await slots.acquire()  # every free slot: one request takes what is there
                     wanted += 1
                 try:
-                    # nats-py's fetch(n) on an empty stream lingers until n messages
-                    # came or the timeout passed, even after the first arrived. So:
-                    # one message when the stream looked empty (returns on arrival),
-                    # a batch only of messages known to be waiting.
-                    messages = await subscription.fetch(
-                        wanted, timeout=self.fetch_timeout if wanted == 1 else _BATCH_WAIT
-                    )
+                    # nats-py (2.16) first asks without waiting, returning what is
+                    # there, and otherwise waits for the first message to arrive.
+                    messages = await subscription.fetch(wanted, timeout=self.fetch_timeout)
                 except TimeoutError:
                     messages = []
                 except (nats.errors.Error, OSError) as exc:
@@ -376,7 +371,6 @@ class NatsBus(Bus):
                     backoff = min(backoff * 2, 5.0)
                 else:
                     backoff = 0.1
-                waiting = _still_pending(messages[-1]) if messages else 0
                 for _ in range(wanted - len(messages)):
                     slots.release()
                 for msg in messages:
@@ -448,18 +442,6 @@ class NatsBus(Bus):
             with contextlib.suppress(Exception):
                 await self._nc.close()
         self._nc = self._js = None
-
-
-# How long a fetch of messages known to be waiting may take (another instance of the
-# group may have taken them, and nats-py then waits for the rest until this passes).
-_BATCH_WAIT = 0.05
-
-
-def _still_pending(msg: Msg) -> int:
-    try:
-        return int(msg.metadata.num_pending)
-    except (ValueError, AttributeError, nats.errors.Error):
-        return 0
 
 
 def _storage_name(storage: object) -> str:
