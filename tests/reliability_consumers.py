@@ -8,6 +8,9 @@ run in every later in-process worker.
 Each group applies one effect per event: a row in ``reliability_effects``,
 written in the handler's session, so it commits with the group's inbox row.
 The table has no unique constraint: an event applied twice shows as two rows.
+Group A takes its deliveries one per transaction (`Consumer`'s defaults); group
+B batches them (100 in flight, up to 100 per transaction), as the service's
+activity consumer does, so both ways are killed mid-transaction.
 """
 
 from __future__ import annotations
@@ -38,7 +41,13 @@ async def apply_a(event: Event, session: AsyncSession) -> None:
     await _apply("effects_a", event, session)
 
 
-@consumer(durable="effects_b", subjects=SUBJECTS, ack_wait=ACK_WAIT_SECONDS)
+@consumer(
+    durable="effects_b",
+    subjects=SUBJECTS,
+    ack_wait=ACK_WAIT_SECONDS,
+    concurrency=100,
+    batch_size=100,
+)
 async def apply_b(event: Event, session: AsyncSession) -> None:
     """Record group B's effect of *event*."""
     await _apply("effects_b", event, session)

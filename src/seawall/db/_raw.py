@@ -22,7 +22,14 @@ from sqlalchemy.engine import Dialect
 
 from seawall.db._database import Database
 
-__all__ = ["RawStatement", "UnnestInsert", "raw_transaction", "translate_error"]
+__all__ = [
+    "RawStatement",
+    "UnnestInsert",
+    "raw_failure",
+    "raw_transaction",
+    "translate_error",
+    "unusable",
+]
 
 # SQLSTATE classes and the DB-API error SQLAlchemy raises for them; the rest is operational.
 _ERROR_CLASSES: Final[Mapping[str, type[sa_exc.DBAPIError]]] = {
@@ -80,17 +87,33 @@ async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawSta
             async with driver.transaction():
                 yield driver, statement
         except BaseException as exc:
-            if driver.is_closed() or driver.is_in_transaction():
+            if unusable(driver):
                 await connection.invalidate()
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() and not isinstance(exc, CancelledError):
-                # asyncpg could not roll back the statement it was cancelled in; what
-                # happened is the cancellation, which the caller must see as such.
-                raise CancelledError from exc
-            translated = translate_error(exc, statement.sql)
-            if translated is not None:
-                raise translated from exc
-            raise
+            failure = raw_failure(exc, statement.sql)
+            if failure is exc:
+                raise
+            raise failure from exc
+
+
+def unusable(driver: Any) -> bool:
+    """Whether an asyncpg connection that failed inside a transaction must be discarded.
+
+    Lost, or left inside a transaction it could not roll back: never reuse it.
+    """
+    return bool(driver.is_closed() or driver.is_in_transaction())
+
+
+def raw_failure(exc: BaseException, statement: str | None) -> BaseException:
+    """What to raise for *exc*, met inside a transaction on the raw connection.
+
+    A cancellation while asyncpg could not roll back the statement it was
+    cancelled in stays a cancellation (the caller must see it as such); a
+    driver error becomes SQLAlchemy's (`translate_error`); anything else is *exc*.
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling() and not isinstance(exc, CancelledError):
+        return CancelledError()
+    return translate_error(exc, statement) or exc
 
 
 class UnnestInsert:

@@ -19,8 +19,6 @@ the app handle both paths alike.
 
 from __future__ import annotations
 
-import asyncio
-from asyncio import CancelledError
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from typing import Any, Final
@@ -30,7 +28,8 @@ import sqlalchemy.exc as sa_exc
 import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from seawall.db import Database, UnnestInsert, translate_error, webhook_dedup, webhook_events
+from seawall.db import Database, UnnestInsert, webhook_dedup, webhook_events
+from seawall.db._raw import raw_failure, unusable
 from seawall.messaging import Event, Outbox
 
 __all__ = ["AsyncpgBackend"]
@@ -157,18 +156,12 @@ class AsyncpgBackend:
             async with driver.transaction():
                 yield statements
         except BaseException as exc:
-            if driver.is_closed() or driver.is_in_transaction():
-                # Lost, or left inside a transaction it could not roll back: never reuse it.
+            if unusable(driver):
                 await self.release(invalidate=True)
-            task = asyncio.current_task()
-            if task is not None and task.cancelling() and not isinstance(exc, CancelledError):
-                # asyncpg could not roll back the statement it was cancelled in; what
-                # happened is the cancellation, which the writer must see as such.
-                raise CancelledError from exc
-            translated = translate_error(exc, statements.statement)
-            if translated is not None:
-                raise translated from exc
-            raise
+            failure = raw_failure(exc, statements.statement)
+            if failure is exc:
+                raise
+            raise failure from exc
         if statements.staged:
             self.outbox.committed()
 
