@@ -164,3 +164,54 @@ async def test_a_pooled_connection_the_server_closed_is_replaced_at_checkout(
 
     assert ended is True
     assert second != first
+
+
+async def test_sqlite_transactions_of_one_process_take_turns(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/turns.db", timeout=5)
+    order: list[str] = []
+    first_in = asyncio.Event()
+
+    async def first() -> None:
+        async with database.transaction() as session:
+            order.append("first begins")
+            first_in.set()
+            await session.execute(sa.text("CREATE TABLE t (n INTEGER)"))
+            await asyncio.sleep(0.2)  # a writer of the same process arrives meanwhile
+            order.append("first commits")
+
+    async def second() -> None:
+        await first_in.wait()
+        async with database.transaction() as session:
+            order.append("second begins")
+            await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+
+    try:
+        await asyncio.gather(first(), second())
+    finally:
+        await database.dispose()
+
+    assert order == ["first begins", "first commits", "second begins"]
+
+
+async def test_a_sqlite_transaction_waiting_too_long_for_its_turn_is_an_operational_error(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path}/turns.db", timeout=0.2)
+    holding = asyncio.Event()
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with database.transaction():
+            holding.set()
+            await release.wait()
+
+    holder = asyncio.create_task(hold())
+    try:
+        await holding.wait()
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            async with database.transaction():
+                pass
+    finally:
+        release.set()
+        await holder
+        await database.dispose()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
+import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -13,7 +15,7 @@ from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DisconnectionError, SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, OperationalError, SQLAlchemyError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -79,6 +81,16 @@ def affected_rows(result: Any) -> int:
     return int(result.rowcount)
 
 
+class _Turn:
+    """The write lock of a SQLite `Database` in one event loop, and the task holding it."""
+
+    __slots__ = ("lock", "owner")
+
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.owner: asyncio.Task[Any] | None = None
+
+
 class Database:
     """An async engine with its session factory.
 
@@ -127,15 +139,60 @@ class Database:
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
             self.engine, expire_on_commit=False
         )
+        self.timeout = timeout
+        self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] | None = (
+            weakref.WeakKeyDictionary() if self.dialect == "sqlite" else None
+        )
 
     def __repr__(self) -> str:
         return f"Database({mask_url(self.url)!r})"
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """Yield a session inside one transaction: committed on success, rolled back on error."""
-        async with self.sessions() as session, session.begin():
-            yield session
+        """Yield a session inside one transaction: committed on success, rolled back on error.
+
+        On SQLite, the transactions of this process take turns on an asyncio lock
+        before ``BEGIN IMMEDIATE``: a writer that found SQLite's lock taken would
+        sleep in its busy handler (1, 2, 5, 10 ... 100 ms) instead of starting as
+        soon as the other one commits.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: on SQLite, other transactions of this
+                process held the write lock for longer than the database's timeout
+                (as SQLite's own busy timeout would).
+        """
+        if self._write_locks is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        turn = self._turn()
+        if turn.owner is asyncio.current_task():
+            # Nested in a transaction of this task: SQLite itself decides, as before.
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        try:
+            await asyncio.wait_for(turn.lock.acquire(), self.timeout)
+        except TimeoutError as exc:
+            # What SQLite's own busy timeout raises, so callers handle both alike.
+            locked = sqlite3.OperationalError("database is locked (by this process)")
+            raise OperationalError("BEGIN IMMEDIATE", None, locked) from exc
+        turn.owner = asyncio.current_task()
+        try:
+            async with self.sessions() as session, session.begin():
+                yield session
+        finally:
+            turn.owner = None
+            turn.lock.release()
+
+    def _turn(self) -> _Turn:
+        # One per event loop: an asyncio.Lock belongs to the loop it first waited in.
+        assert self._write_locks is not None
+        loop = asyncio.get_running_loop()
+        turn = self._write_locks.get(loop)
+        if turn is None:
+            turn = self._write_locks[loop] = _Turn()
+        return turn
 
     @asynccontextmanager
     async def reading(self) -> AsyncIterator[AsyncSession]:
