@@ -753,3 +753,27 @@ async def test_extension_attributes_of_other_producers_reach_the_handler(
     assert delivery.outcome == "ack"
     assert seen[0].id == event.id
     assert seen[0].model_extra == {"traceparent": "00-abc-def-01"}
+
+
+async def test_a_batch_stopped_midway_hands_its_deliveries_back_as_failed_attempts(
+    database: Database, bus: RecordingBus
+) -> None:
+    entered, never = asyncio.Event(), asyncio.Event()
+
+    async def stuck(event: Event, session: AsyncSession) -> None:
+        entered.set()
+        await never.wait()
+
+    spec = _spec(stuck, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    deliveries = [RecordingDelivery.of(_message(make_event(f"c{i}"))) for i in range(3)]
+    handling = asyncio.gather(*(worker.handle(spec, d) for d in deliveries))
+    await asyncio.wait_for(entered.wait(), 10)
+
+    draining = worker._batches["tests"]._draining  # what a shutdown cancels
+    assert draining is not None
+    draining.cancel()
+    await asyncio.wait_for(handling, 10)
+
+    assert [d.settled[0][0] for d in deliveries] == ["nak", "nak", "nak"]
+    assert await count_rows(database, inbox) == 0

@@ -621,16 +621,20 @@ class _Batches:
         return await future
 
     async def _drain(self) -> None:
+        batch: list[tuple[Event, asyncio.Future[bool]]] = []
         try:
             while self._waiting:
                 size = self._spec.batch_size
                 batch, self._waiting = self._waiting[:size], self._waiting[size:]
                 await self._run(batch)
+                batch = []
         finally:
             self._draining = None
-            for _event, future in self._waiting:  # cancelled meanwhile: nobody runs them
+            # Cancelled (a shutdown): nothing of these committed; as a failed attempt,
+            # each delivery is handed back for a later redelivery.
+            for _event, future in [*batch, *self._waiting]:
                 if not future.done():
-                    future.cancel()
+                    future.set_exception(RuntimeError("the consumer's batch was stopped"))
             self._waiting = []
 
     async def _run(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
