@@ -16,14 +16,17 @@ Measured, in this order:
   then `OutboxRelay` publishes them all; each drain to `NatsBus` is paired with a
   raw publish run right before it, the ratio is against that run, and both CPU
   costs per event are shown (steadier than rates on a shared machine);
-- end to end: the same, with a `Worker` consuming every event through its inbox;
+- end to end: the same, with a `Worker` consuming every event through its inbox,
+  one per transaction (`Consumer`'s defaults) and batched as the service's
+  activity consumer (`concurrency=100, batch_size=100`);
 - latency: a producer commits one event per transaction at ``--rate`` events/s
   (open loop, on a fixed schedule) for ``--seconds``, with the relay and the worker
   in this process; commit -> publish acknowledged and commit -> handler entered,
-  per event. On PostgreSQL + NATS the producer is a process of its own writing the
-  outbox rows through bare asyncpg (woken relays hear its ``NOTIFY``); on the
-  embedded default (SQLite + InProcessBus) it is `Outbox.add` in this process, as
-  in ``seawall serve``. A rate that is not kept up is halved, down to ``--min-rate``.
+  per event, with the batched consumer. On PostgreSQL + NATS the producer is a
+  process of its own writing the outbox rows through bare asyncpg (woken relays
+  hear its ``NOTIFY``); on the embedded default (SQLite + InProcessBus) it is
+  `Outbox.add` in this process, as in ``seawall serve``. A rate that is not kept
+  up is halved, down to ``--min-rate``.
 
 Prints a table, then the issue's targets.
 """
