@@ -182,8 +182,9 @@ async def record_many_in_inbox(
         {"consumer": consumer, "message_id": message_id, "processed_at": now}
         for message_id in dict.fromkeys(message_ids)
     ]
-    returning = _inbox_insert(dialect_of(session)).returning(inbox.c.message_id)
-    result = await session.execute(returning.values(rows))
+    # An executemany with RETURNING: SQLAlchemy sends it as one multi-row statement
+    # ("insertmanyvalues"), compiled once instead of once per batch.
+    result = await session.execute(_inbox_insert_returning(dialect_of(session)), rows)
     return set(result.scalars())
 
 
@@ -191,6 +192,11 @@ async def record_many_in_inbox(
 def _inbox_insert(dialect: str) -> Any:
     # Built once per backend: one compiled statement from SQLAlchemy's cache.
     return insert_ignoring_conflicts_for(dialect, inbox)
+
+
+@functools.cache
+def _inbox_insert_returning(dialect: str) -> Any:
+    return _inbox_insert(dialect).returning(inbox.c.message_id)
 
 
 class Worker:
