@@ -43,6 +43,8 @@ _Next = Literal["full", "held back", "idle"]
 _FULL: Final[_Next] = "full"
 _HELD_BACK: Final[_Next] = "held back"
 _IDLE: Final[_Next] = "idle"
+# Event loop turns an in-process consumer needs from a publish to asking for the lock.
+_CONSUMERS_FIRST = 4
 # Pause before looking again at rows another relay held back.
 _AGAIN_SECONDS = 0.005
 # First key of the transaction-scoped advisory locks that keep one aggregate on one relay.
@@ -312,6 +314,11 @@ class OutboxRelay:
         if not rows:
             return 0, _IDLE
         outcome = await self._publish(rows)
+        if not self._bus.durable:
+            # The in-process consumers this publish woke ask for SQLite's write lock
+            # before the relay's bookkeeping does: their commit is what users wait for.
+            for _ in range(_CONSUMERS_FIRST):
+                await asyncio.sleep(0)
         async with self._db.transaction() as session:
             await self._record(session, outcome)
         return len(outcome.published), _FULL if len(rows) >= self.batch_size else _IDLE
