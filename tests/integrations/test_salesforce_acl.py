@@ -27,7 +27,6 @@ from seawall.integrations import (
     customer_from_record,
     ticket_fields,
 )
-from seawall.integrations._salesforce_acl import changes_from_feed
 
 
 def ticket(**fields: Any) -> SalesforceTicket:
@@ -263,39 +262,32 @@ def ticket_record(**fields: Any) -> dict[str, Any]:
     }
 
 
-def test_a_page_translates_as_its_entries_do_one_by_one() -> None:
-    entries = [
+@pytest.mark.parametrize(
+    "entry",
+    [
         feed_entry(1, ticket_record()),
         feed_entry(2, ticket_record(Id="500B", Urgency="Urgent!", State=None, ExternalRef="")),
-        SalesforceChange(
-            cursor="3",
-            object="customer",
-            id="001A",
-            record={"Id": "001A", "Name": "Ada", "LastModifiedDate": "2027-01-15T10:30:00Z"},
-        ),
-        SalesforceChange(cursor="4", object="opportunity", id="006A", record={}),
         feed_entry(
             5, ticket_record(Id="500C", LastModifiedDate="2027-01-15T11:30:00"), deleted=True
         ),
-    ]
+    ],
+    ids=["mapped", "unknown-values", "deleted-naive-time"],
+)
+def test_a_ticket_entry_translates_as_case_from_ticket_does(entry: SalesforceChange) -> None:
+    translated = change_from_feed(entry)
 
-    page = changes_from_feed(entries)
-
-    one_by_one = [change_from_feed(entry) for entry in entries]
-    assert page.value == [t.value for t in one_by_one if t.value is not None]
-    assert page.unknown == tuple(u for t in one_by_one for u in t.unknown)
-    assert page.value[0].case is not None
-    assert page.value[0].case.metadata == {"crm": ticket_record()}
-    assert page.value[3].deleted
-    assert page.value[3].case is not None
-    assert page.value[3].case.updated_at.tzinfo is UTC
+    expected = case_from_ticket(SalesforceTicket.model_validate(entry.record))
+    assert translated.value is not None
+    assert translated.value.case == expected.value
+    assert translated.unknown == expected.unknown
+    assert (translated.value.cursor, translated.value.id) == (entry.cursor, entry.id)
+    assert translated.value.deleted is entry.deleted
+    assert translated.value.case.metadata == {"crm": entry.record}
+    assert translated.value.case.updated_at.tzinfo is UTC
 
 
-def test_a_page_with_a_ticket_that_does_not_fit_is_refused_whole() -> None:
-    entries = [
-        feed_entry(1, ticket_record()),
-        feed_entry(2, ticket_record(Id="500B", LastModifiedDate="yesterday")),
-    ]
+def test_a_ticket_entry_that_does_not_fit_is_refused() -> None:
+    entry = feed_entry(2, ticket_record(Id="500B", LastModifiedDate="yesterday"))
 
     with pytest.raises(ValidationError):
-        changes_from_feed(entries)
+        change_from_feed(entry)

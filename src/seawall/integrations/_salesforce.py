@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, TypeAdapter, Valid
 
 from seawall.errors import InvalidResponse, ServiceClientError
 from seawall.http import ExternalService, OAuth2ClientCredentials, ServiceResponse
-from seawall.integrations._acl import Translated, UnknownValue, UnknownValueRecorder
+from seawall.integrations._acl import UnknownValueRecorder
 from seawall.integrations._adapter import ServiceAdapter
 from seawall.integrations._crm import (
     CaseDraft,
@@ -38,7 +38,6 @@ from seawall.integrations._salesforce_acl import (
     SalesforceTicket,
     case_from_ticket,
     change_from_feed,
-    changes_from_feed,
     customer_fields,
     customer_from_record,
     ticket_fields,
@@ -320,40 +319,22 @@ class SalesforceCRM(ServiceAdapter):
             params["since"] = since_cursor
         response = await self._call("GET", "/api/v1/changes", "change", params=params)
         page = response.model(_ChangePage)
-        try:
-            translated = changes_from_feed(page.changes)
-        except ValidationError:
-            # An entry does not fit its record: the entry-by-entry translation names it.
-            translated = _one_by_one(response, page)
-        self._unknown.record(translated.unknown)
-        return CrmChanges(
-            changes=translated.value, next_cursor=page.next_cursor, has_more=page.has_more
-        )
-
-
-def _one_by_one(response: ServiceResponse, page: _ChangePage) -> Translated[list[CrmChange]]:
-    """Translate *page* entry by entry (pure); the first entry that does not fit raises.
-
-    Raises:
-        seawall.errors.InvalidResponse: an entry's record does not fit its object.
-    """
-    changes: list[CrmChange] = []
-    unknown: list[UnknownValue] = []
-    for entry in page.changes:
-        try:
-            translated = change_from_feed(entry)
-        except ValidationError as exc:
-            problems = exc.errors(include_url=False, include_input=False)
-            raise InvalidResponse(
-                f"change {entry.cursor} ({entry.object} {entry.id}) does not fit the record",
-                errors=[
-                    f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
-                    for problem in problems[:20]
-                ],
-                status=response.status_code,
-                **_facts(response),
-            ) from None
-        unknown.extend(translated.unknown)
-        if translated.value is not None:
-            changes.append(translated.value)
-    return Translated(changes, tuple(unknown))
+        changes: list[CrmChange] = []
+        for entry in page.changes:
+            try:
+                translated = change_from_feed(entry)
+            except ValidationError as exc:
+                problems = exc.errors(include_url=False, include_input=False)
+                raise InvalidResponse(
+                    f"change {entry.cursor} ({entry.object} {entry.id}) does not fit the record",
+                    errors=[
+                        f"{'.'.join(str(p) for p in problem['loc'])}: {problem['msg']}"
+                        for problem in problems[:20]
+                    ],
+                    status=response.status_code,
+                    **_facts(response),
+                ) from None
+            self._unknown.record(translated.unknown)
+            if translated.value is not None:
+                changes.append(translated.value)
+        return CrmChanges(changes=changes, next_cursor=page.next_cursor, has_more=page.has_more)
