@@ -161,15 +161,18 @@ class Database:
                 process held the write lock for longer than the database's timeout
                 (as SQLite's own busy timeout would).
         """
+        async with self._write_turn(), self.sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def _write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, wait for this process's write lock (see `transaction`)."""
         if self._write_locks is None:
-            async with self.sessions() as session, session.begin():
-                yield session
+            yield
             return
         turn = self._turn()
         if turn.owner is asyncio.current_task():
-            # Nested in a transaction of this task: SQLite itself decides, as before.
-            async with self.sessions() as session, session.begin():
-                yield session
+            yield  # nested in a transaction of this task: SQLite itself decides, as before
             return
         try:
             await asyncio.wait_for(turn.lock.acquire(), self.timeout)
@@ -179,8 +182,7 @@ class Database:
             raise OperationalError("BEGIN IMMEDIATE", None, locked) from exc
         turn.owner = asyncio.current_task()
         try:
-            async with self.sessions() as session, session.begin():
-                yield session
+            yield
         finally:
             turn.owner = None
             turn.lock.release()

@@ -151,15 +151,15 @@ class Bus(ABC):
             For each message, in order: None when the broker has it, else the
             `PublishError` that says why not.
         """
+        return list(await asyncio.gather(*(self._refusal(message) for message in messages)))
 
-        async def one(message: Message) -> PublishError | None:
-            try:
-                await self.publish(message)
-            except PublishError as exc:
-                return exc
-            return None
-
-        return list(await asyncio.gather(*(one(message) for message in messages)))
+    async def _refusal(self, message: Message) -> PublishError | None:
+        """`publish` *message*; None if the broker took it, else why not."""
+        try:
+            await self.publish(message)
+        except PublishError as exc:
+            return exc
+        return None
 
     @abstractmethod
     async def subscribe(
@@ -271,15 +271,8 @@ class InProcessBus(Bus):
                 group.queue.put_nowait((message, 1))
 
     async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
-        results: list[PublishError | None] = []
-        for message in messages:  # nothing to wait for: each is queued at once
-            try:
-                await self.publish(message)
-            except PublishError as exc:
-                results.append(exc)
-            else:
-                results.append(None)
-        return results
+        # Nothing to wait for: each is queued at once, in order.
+        return [await self._refusal(message) for message in messages]
 
     def deliver(self, durable: str, message: Message) -> None:
         """Queue *message* for the one group *durable* (recovery after a restart)."""

@@ -7,7 +7,7 @@ import contextlib
 import functools
 import json
 import random
-from collections import deque
+from collections import defaultdict, deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -47,6 +47,8 @@ _IDLE: Final[_Next] = "idle"
 _CONSUMERS_FIRST = 4
 # Pause before looking again at rows another relay held back.
 _AGAIN_SECONDS = 0.005
+# Longest error text kept in ``outbox.last_error``.
+_ERROR_CHARS = 2000
 # First key of the transaction-scoped advisory locks that keep one aggregate on one relay.
 _AGGREGATE_LOCK_SPACE = 730577121
 
@@ -133,7 +135,7 @@ _PG_MARK_PARKED: Final = (
 
 
 def _sqlite_claim() -> sa.Select[Any]:
-    """SQLite's claim (binds ``now`` and ``limit``), built once: one relay holds the lease."""
+    """SQLite's claim (binds ``now`` and ``limit``); one relay holds the lease."""
     now = sa.bindparam("now", type_=UTCDateTime())
     earlier = outbox.alias("earlier")
     waiting_sibling = (
@@ -167,6 +169,9 @@ def _sqlite_claim() -> sa.Select[Any]:
         for column in _SELECTED
     ]
     return sa.select(*selected).where(outbox.c.seq.in_(chosen)).order_by(outbox.c.seq)
+
+
+_SQLITE_CLAIM: Final = _sqlite_claim()
 
 
 # An outbox row as a session (``RowMapping``) or asyncpg (``Record``) hands it out.
@@ -273,7 +278,6 @@ class OutboxRelay:
         self._clock = clock
         self._postgres = database.dialect == "postgresql"
         self._lease = None if self._postgres else Lease(database, "outbox-relay")
-        self._sqlite_claim = _sqlite_claim()
         self._wake = asyncio.Event()
         self._backlog = asyncio.Event()  # set while rounds come back full
         self._stopper = Stopper()
@@ -307,9 +311,7 @@ class OutboxRelay:
             return 0, _IDLE
         now = self._clock()
         async with self._db.reading() as session:  # the lease makes this relay the only one
-            result = await session.execute(
-                self._sqlite_claim, {"now": now, "limit": self.batch_size}
-            )
+            result = await session.execute(_SQLITE_CLAIM, {"now": now, "limit": self.batch_size})
             rows = result.mappings().all()
         if not rows:
             return 0, _IDLE
@@ -343,14 +345,14 @@ class OutboxRelay:
                 await driver.executemany(
                     _PG_MARK_FAILED,
                     [
-                        (seq, now + self._retry_delay(attempts), error[:2000])
+                        (seq, now + self._retry_delay(attempts), error)
                         for seq, attempts, error in outcome.failed
                     ],
                 )
             if outcome.parked:
                 statement.sql = _PG_MARK_PARKED
                 await driver.executemany(
-                    _PG_MARK_PARKED, [(seq, now, error[:2000]) for seq, error in outcome.parked]
+                    _PG_MARK_PARKED, [(seq, now, error) for seq, error in outcome.parked]
                 )
         if candidates >= self.batch_size:
             return len(outcome.published), _FULL
@@ -363,14 +365,9 @@ class OutboxRelay:
         goes out only after the previous one was acknowledged (or parked), and
         none goes out after a failure: the rest of that aggregate waits for it.
         """
-        queues: dict[tuple[str, str], deque[_Row]] = {}
+        queues: defaultdict[tuple[str, str], deque[_Row]] = defaultdict(deque)
         for row in rows:
-            key = (row["aggregate_type"], row["aggregate_id"])
-            queue = queues.get(key)
-            if queue is None:
-                queues[key] = deque((row,))
-            else:
-                queue.append(row)
+            queues[(row["aggregate_type"], row["aggregate_id"])].append(row)
         outcome = _Outcome()
         wave = [queue.popleft() for queue in queues.values()]
         while wave:
@@ -379,9 +376,11 @@ class OutboxRelay:
                 if refusal is None:
                     outcome.published.append(row["seq"])
                 elif refusal.permanent:
-                    outcome.parked.append((row["seq"], str(refusal)))
+                    outcome.parked.append((row["seq"], str(refusal)[:_ERROR_CHARS]))
                 else:
-                    outcome.failed.append((row["seq"], row["attempts"], str(refusal)))
+                    outcome.failed.append(
+                        (row["seq"], row["attempts"], str(refusal)[:_ERROR_CHARS])
+                    )
                     continue  # the rest of this aggregate waits for this one
                 queue = queues[(row["aggregate_type"], row["aggregate_id"])]
                 if queue:
@@ -451,14 +450,14 @@ class OutboxRelay:
                 .values(
                     attempts=outbox.c.attempts + 1,
                     next_attempt_at=now + self._retry_delay(attempts),
-                    last_error=error[:2000],
+                    last_error=error,
                 )
             )
         for seq, error in outcome.parked:
             await session.execute(
                 outbox.update()
                 .where(outbox.c.seq == seq)
-                .values(parked_at=now, attempts=outbox.c.attempts + 1, last_error=error[:2000])
+                .values(parked_at=now, attempts=outbox.c.attempts + 1, last_error=error)
             )
 
     def backoff(self, attempt: int) -> float:
