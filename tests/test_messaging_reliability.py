@@ -73,6 +73,9 @@ POLL_INTERVAL_SECONDS = 0.5
 # A process killed less than this long after its start has barely connected:
 # the chaos task prefers victims that have been at work for a while.
 WARM_SECONDS = 2.0
+# How long after its start a relay or worker surely handles SIGTERM (imports, settings,
+# connections: about a second on a quiet machine); a stop waits for it.
+SIGTERM_READY_SECONDS = 5.0
 
 EFFECTS_DDL = """
 CREATE TABLE reliability_effects (
@@ -148,8 +151,14 @@ class Child:
         await asyncio.to_thread(self.process.wait, SHUTDOWN_TIMEOUT_SECONDS)
 
     async def stop(self) -> int:
-        """SIGTERM, then SIGKILL if it does not end in time; return the exit code."""
+        """SIGTERM, then SIGKILL if it does not end in time; return the exit code.
+
+        A process started moments ago may still be importing, before it handles
+        SIGTERM at all (it would die of it): it gets to warm up first, as under a
+        supervisor, whose stops reach running processes.
+        """
         assert self.process is not None
+        await asyncio.sleep(max(0.0, self.started_at + SIGTERM_READY_SECONDS - time.monotonic()))
         if self.process.poll() is None:
             self.process.send_signal(signal.SIGTERM)
         try:
