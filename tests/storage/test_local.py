@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -18,6 +21,7 @@ from seawall.storage import (
     blob_signature,
     verify_blob_signature,
 )
+from seawall.storage._local import WRITE_BACK_BYTES
 
 SECRET = SecretStr("s3cr3t-for-signing")
 
@@ -43,6 +47,65 @@ async def test_a_failed_put_leaves_no_temporary_file(local: LocalBlobStore) -> N
 
     with pytest.raises(OSError, match="cut"):
         await local.put("k", broken())
+
+    assert list((local.root / "tmp").iterdir()) == []
+
+
+async def _streamed(total: int, *, fail_after: int | None = None) -> AsyncIterator[bytes]:
+    sent = 0
+    while sent < total:
+        if fail_after is not None and sent >= fail_after:
+            raise OSError("cut")
+        piece = bytes([sent % 251]) * min(256 << 10, total - sent)
+        sent += len(piece)
+        yield piece
+
+
+async def test_a_large_put_starts_the_disks_write_back_as_it_grows(
+    local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    synced: list[int] = []
+    real_fdatasync = os.fdatasync
+
+    def counting_fdatasync(fd: int) -> None:
+        synced.append(fd)
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", counting_fdatasync)
+    size = 3 * WRITE_BACK_BYTES + 12345
+    expected = hashlib.sha256()
+    async for piece in _streamed(size):
+        expected.update(piece)
+
+    info = await local.put("big", _streamed(size))
+
+    assert info.size == size
+    assert info.sha256 == expected.hexdigest()
+    assert (local.root / "data" / "big").stat().st_size == size
+    assert len(synced) >= 2  # one at a time, while the rest was still arriving
+
+
+async def test_a_put_that_fails_during_write_back_leaves_no_temporary_file(
+    local: LocalBlobStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def failing_fdatasync(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
+
+    with pytest.raises(OSError, match="Input/output error"):
+        await local.put("big", _streamed(3 * WRITE_BACK_BYTES))
+
+    assert list((local.root / "tmp").iterdir()) == []
+    with pytest.raises(BlobNotFound):
+        await local.head("big")
+
+
+async def test_a_source_that_fails_after_write_back_started_leaves_no_temporary_file(
+    local: LocalBlobStore,
+) -> None:
+    with pytest.raises(OSError, match="cut"):
+        await local.put("big", _streamed(3 * WRITE_BACK_BYTES, fail_after=2 * WRITE_BACK_BYTES))
 
     assert list((local.root / "tmp").iterdir()) == []
 

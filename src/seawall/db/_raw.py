@@ -73,8 +73,9 @@ class RawStatement:
 async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawStatement]]:
     """Yield an asyncpg connection inside a transaction, and where to note each statement.
 
-    The connection comes from *database*'s pool (pinged at checkout) and goes
-    back to it afterwards; one that was lost or could not roll back is discarded.
+    The connection comes from *database*'s pool (one the server closed is replaced at
+    checkout) and goes back to it afterwards; one that was lost or could not roll
+    back is discarded.
 
     Raises:
         sqlalchemy.exc.DBAPIError: a statement or the commit failed (the driver's

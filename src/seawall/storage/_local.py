@@ -130,8 +130,10 @@ class LocalBlobStore:
         size = 0
         file = await asyncio.to_thread(temp.open, "wb")
         # One batch is hashed and written in a thread while the next one arrives:
-        # receiving and writing overlap, and at most two batches are held.
+        # receiving and writing overlap, and at most two batches are held. The disk's
+        # write-back of what is written is started in the background as the file grows.
         writing: asyncio.Future[None] | None = None
+        flusher = _WriteBack(file.fileno())
         try:
             pending: list[bytes] = []
             buffered = 0
@@ -142,6 +144,7 @@ class LocalBlobStore:
                 if buffered >= CHUNK_BYTES:
                     if writing is not None:
                         await writing
+                        flusher.written(size - buffered)
                     writing = asyncio.ensure_future(
                         asyncio.to_thread(_write, file, digest, pending)
                     )
@@ -150,6 +153,7 @@ class LocalBlobStore:
                 await writing
                 writing = None
             await asyncio.to_thread(_write, file, digest, pending)
+            await flusher.wait()
             await asyncio.to_thread(_finish, file)
             info = BlobInfo(
                 key=key,
@@ -164,10 +168,11 @@ class LocalBlobStore:
             await asyncio.to_thread(meta_temp.write_text, json.dumps(_meta_document(info)))
             await asyncio.to_thread(_install, temp, blob_path, meta_temp, meta_path)
         except BaseException:
-            if writing is not None:
-                # The thread still uses the file: let it finish before closing.
-                with contextlib.suppress(BaseException):
-                    await asyncio.shield(writing)
+            # The threads still use the file: let them finish before closing it.
+            for task in (writing, flusher.task):
+                if task is not None:
+                    with contextlib.suppress(BaseException):
+                        await asyncio.shield(task)
             file.close()
             with contextlib.suppress(OSError):
                 await asyncio.shield(asyncio.to_thread(temp.unlink, missing_ok=True))
@@ -219,10 +224,44 @@ class LocalBlobStore:
         return f"{self.url_base}/{quote(key, safe='/')}?{query}"
 
 
+WRITE_BACK_BYTES = 8 << 20
+"""A `LocalBlobStore.put` starts the disk's write-back each time this much more is written."""
+
+
+class _WriteBack:
+    """Starts ``fdatasync`` of a growing file in a thread, every `WRITE_BACK_BYTES`.
+
+    The closing ``fsync`` then waits only for the last few MiB, not for the whole
+    file: the disk writes while the rest of the file is still arriving. At most one
+    is in flight; the next starts when it is done and enough more was written.
+    """
+
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+        self._synced = 0
+        self.task: asyncio.Future[None] | None = None
+
+    def written(self, total: int) -> None:
+        """*total* bytes are in the file (flushed to the OS): start a write-back if due."""
+        if self.task is not None:
+            if not self.task.done():
+                return
+            self.task.result()  # a failed write-back fails the put
+        if total - self._synced >= WRITE_BACK_BYTES:
+            self._synced = total
+            self.task = asyncio.ensure_future(asyncio.to_thread(os.fdatasync, self._fd))
+
+    async def wait(self) -> None:
+        """Wait for the write-back in flight, if any (raising its error)."""
+        if self.task is not None:
+            await self.task
+
+
 def _write(file: IO[bytes], digest: Any, chunks: list[bytes]) -> None:
     for chunk in chunks:
         digest.update(chunk)
         file.write(chunk)
+    file.flush()
 
 
 def _finish(file: IO[bytes]) -> None:
