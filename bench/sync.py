@@ -241,11 +241,14 @@ def floor_pages(records: int, page_size: int, *, postgres: bool) -> list[FloorPa
     """The rows `CrmSync` writes for *records* new tickets, page by page (built untimed).
 
     The values are those a full resync of the fake writes (checked against one):
-    random UUIDs, the ticket's record in the case's metadata (about 240 bytes of
-    JSON), the ``case.synced`` data as the outbox payload (about 410 bytes), one
-    timestamp per page; serialized as the driver takes them: JSON as text,
-    timestamps as aware datetimes (PostgreSQL) or SQLAlchemy's naive UTC text (SQLite).
+    time-ordered ids (`seawall.ids`, as the sync makes them), the ticket's record
+    in the case's metadata (about 240 bytes of JSON), the ``case.synced`` data as
+    the outbox payload (about 410 bytes), one timestamp per page; serialized as the
+    driver takes them: JSON as text, timestamps as aware datetimes (PostgreSQL) or
+    SQLAlchemy's naive UTC text (SQLite).
     """
+    from seawall.ids import new_ids
+
     which = 1 if postgres else 0
     modified = datetime.now(UTC)
     modified = modified.replace(microsecond=modified.microsecond // 1000 * 1000)  # the CRM's
@@ -259,7 +262,7 @@ def floor_pages(records: int, page_size: int, *, postgres: bool) -> list[FloorPa
         links: list[tuple[Any, ...]] = []
         events: list[tuple[Any, ...]] = []
         for number in range(first + 1, min(first + page_size, records) + 1):
-            case_id, event_id = str(uuid.uuid4()), str(uuid.uuid4())
+            case_id, event_id = new_ids(2)
             ticket_id, title = f"500{number:012d}AAA", f"Ticket {number}"
             record = {
                 "Id": ticket_id,

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -34,7 +33,6 @@ from seawall.app._sync import (
     consumers_with_crm,
     decide,
     push_case_to_crm,
-    random_ids,
 )
 from seawall.config import ServiceSettings, Settings, WebhookSettings
 from seawall.db import Database, cases, outbox, sync_links
@@ -188,16 +186,6 @@ def test_a_deletion_closes_the_case_and_a_closed_case_stays_closed() -> None:
     assert decide(deleted, local_case(status="closed"), LINK).outcome is SyncOutcome.UNCHANGED
     refused = decide(reopened, local_case(status="closed"), LINK)
     assert (refused.outcome, refused.refused) == (SyncOutcome.UNCHANGED, ("status",))
-
-
-def test_random_ids_are_distinct_version_4_uuids() -> None:
-    ids = random_ids(500)
-
-    parsed = [uuid.UUID(text) for text in ids]
-    assert len(set(ids)) == 500
-    assert {(one.version, one.variant) for one in parsed} == {(4, uuid.RFC_4122)}
-    assert [str(one) for one in parsed] == ids
-    assert random_ids(0) == []
 
 
 # --- the feed ----------------------------------------------------------------------------

@@ -7,7 +7,6 @@ the import consumer all attach documents through these functions.
 from __future__ import annotations
 
 import contextlib
-import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Final, Literal
@@ -18,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import Database, cases, dead_letters, documents
+from seawall.ids import new_id
 from seawall.messaging import Event, Outbox
 from seawall.storage import BlobInfo, BlobStore, Data
 
@@ -60,7 +60,7 @@ class DocumentList(BaseModel):
 
 def new_document_id() -> str:
     """A fresh document id."""
-    return str(uuid.uuid4())
+    return new_id()
 
 
 def blob_key_for(document_id: str) -> str:
@@ -130,7 +130,7 @@ async def insert_document(
 ) -> Document:
     """Insert a document and its ``document.uploaded`` event in *session*'s transaction."""
     assert blob.sha256 is not None, "BlobStore.put returns the SHA-256"
-    event_id = str(uuid.uuid4())
+    event_id = new_id()
     values: dict[str, Any] = {
         "id": document_id,
         "case_id": case_id,

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import uuid
 from datetime import UTC, datetime
 from typing import Any
 
@@ -14,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.app._domain import Activity, Case, CaseCreate, Priority, Status
 from seawall.db import case_activity, cases, dialect_of
+from seawall.ids import new_id
 
 _ORDER = (cases.c.created_at.desc(), cases.c.id.desc())
 
@@ -26,7 +26,7 @@ async def insert_case(session: AsyncSession, new: CaseCreate) -> Case:
     """Insert a new open case and return it."""
     now = datetime.now(UTC)
     values: dict[str, Any] = {
-        "id": str(uuid.uuid4()),
+        "id": new_id(),
         "title": new.title,
         "status": Status.OPEN.value,
         "priority": new.priority.value,

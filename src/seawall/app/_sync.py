@@ -35,7 +35,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -64,6 +63,7 @@ from seawall.db import (
 )
 from seawall.errors import DatabaseError, SeawallError, Unprocessable
 from seawall.http import ServiceRegistry
+from seawall.ids import new_ids
 from seawall.integrations import (
     CRM,
     CaseDraft,
@@ -251,22 +251,6 @@ class Synced:
 
 
 _EVENTS: Final = TypeAdapter(list[Event])
-_VERSION_4: Final = (~(0xF000 << 64) & ~(0xC000 << 48), (0x4000 << 64) | (0x8000 << 48))
-
-
-def random_ids(count: int) -> list[str]:
-    """*count* random version 4 UUIDs as text, from one read of the system's randomness.
-
-    What `uuid.uuid4` gives, without a `uuid.UUID` object per id: a full resync
-    makes two ids per ticket, and the objects cost more than the rest of an event.
-    """
-    keep, set_bits = _VERSION_4
-    data = os.urandom(16 * count)
-    ids: list[str] = []
-    for start in range(0, 16 * count, 16):
-        text = f"{int.from_bytes(data[start : start + 16]) & keep | set_bits:032x}"
-        ids.append(f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}")
-    return ids
 
 
 def synced_events(synced: Sequence[Synced], now: datetime) -> list[Event]:
@@ -302,7 +286,7 @@ def synced_events(synced: Sequence[Synced], now: datetime) -> list[Event]:
                     "external_id": item.external_id,
                 },
             }
-            for item, event_id in zip(synced, random_ids(len(synced)), strict=True)
+            for item, event_id in zip(synced, new_ids(len(synced)), strict=True)
         ]
     )
 
@@ -427,7 +411,7 @@ async def apply_changes(session: AsyncSession, changes: Sequence[CrmChange]) -> 
     new_cases: list[dict[str, Any]] = []
     new_links: list[dict[str, Any]] = []
     synced: list[Synced] = []
-    case_ids = iter(random_ids(len(latest)))
+    case_ids = iter(new_ids(len(latest)))
     for ticket_id, ticket in latest.items():
         link = links.get(ticket_id)
         case = found.get(link.case_id) if link is not None else found.get(ticket.reference or "")

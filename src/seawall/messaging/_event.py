@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import re
-import uuid
 from datetime import UTC, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from seawall.ids import new_id
 from seawall.observability import current_causation_id, current_correlation_id
 
 _EVENT_TYPE = re.compile(r"[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)+")
@@ -76,7 +76,7 @@ class Event(BaseModel):
             time: defaults to now (UTC).
         """
         return cls(
-            id=str(uuid.uuid4()),
+            id=new_id(),
             source=source,
             type=type,
             subject=subject,

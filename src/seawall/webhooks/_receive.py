@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -25,6 +24,7 @@ from pydantic import SecretStr
 
 from seawall.db import Database, webhook_dedup
 from seawall.errors import InvalidSignature, SeawallError
+from seawall.ids import new_id
 from seawall.messaging import Event, Outbox
 from seawall.observability import WebhookMetrics, current_correlation_id
 from seawall.webhooks._batch import MAX_BATCH, GroupCommit, PendingDelivery
@@ -334,7 +334,7 @@ class WebhookReceiver:
             keys.append(f"id:{delivery_id}"[:200])
         if by_body or not delivery_id:
             keys.append(f"sha256:{digest}")
-        webhook_id = str(uuid.uuid4())
+        webhook_id = new_id()
         row = {
             "id": webhook_id,
             "provider": provider.name,
