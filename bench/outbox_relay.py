@@ -28,6 +28,10 @@ Measured, in this order:
   `Outbox.add` in this process, as in ``seawall serve``. A rate that is not kept
   up is halved, down to ``--min-rate``.
 
+Everything runs on uvloop's event loop, as ``seawall serve`` (through uvicorn),
+``seawall relay`` and ``seawall worker`` do; ``--loop asyncio`` runs it on asyncio's
+own loop instead (baselines included, so the ratios compare like with like).
+
 Prints a table, then the issue's targets.
 """
 
@@ -45,11 +49,11 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 import nats
@@ -75,6 +79,7 @@ from seawall.messaging import (
 )
 from seawall.observability import configure_logging
 
+T = TypeVar("T")
 EVENT_SOURCE = "/seawall/cases"
 MSG_ID_HEADER = "Nats-Msg-Id"
 DURABLE = "bench"
@@ -651,7 +656,19 @@ INSERT_OUTBOX = (
 )
 
 
-def producer_process(url: str, rate: float, seconds: float, warmup: float, pipe: Any) -> None:
+def run_on(loop: str, main: Coroutine[Any, Any, T]) -> T:
+    """Run *main* on a fresh event loop of kind *loop* (``uvloop`` or ``asyncio``)."""
+    if loop == "asyncio":
+        return asyncio.run(main)
+    import uvloop
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
+
+
+def producer_process(
+    url: str, rate: float, seconds: float, warmup: float, pipe: Any, loop: str
+) -> None:
     """`produce` in a process of its own, writing outbox rows through bare asyncpg.
 
     The rows are the ones `Outbox.add` writes (its ``NOTIFY`` trigger fires alike),
@@ -687,7 +704,7 @@ def producer_process(url: str, rate: float, seconds: float, warmup: float, pipe:
         finally:
             await pool.close()
 
-    pipe.send(asyncio.run(run()))
+    pipe.send(run_on(loop, run()))
 
 
 async def produce_elsewhere(
@@ -697,8 +714,12 @@ async def produce_elsewhere(
     url = sa.make_url(database.url).set(drivername="postgresql").render_as_string(False)
     context = multiprocessing.get_context("spawn")
     ours, theirs = context.Pipe()
+    # The producer runs on the same kind of event loop as this process.
+    loop = (
+        "uvloop" if type(asyncio.get_running_loop()).__module__.startswith("uvloop") else "asyncio"
+    )
     child = context.Process(
-        target=producer_process, args=(url, rate, seconds, warmup, theirs), daemon=True
+        target=producer_process, args=(url, rate, seconds, warmup, theirs, loop), daemon=True
     )
     child.start()
     theirs.close()  # the child's end: ours alone sees EOF if the child dies
@@ -1124,9 +1145,16 @@ if __name__ == "__main__":
         action="store_true",
         help="do not ANALYZE the pre-filled outbox (PostgreSQL: the claim then degrades)",
     )
+    parser.add_argument(
+        "--loop",
+        choices=("uvloop", "asyncio"),
+        default="uvloop",
+        help="the event loop of this process and the producer's (uvloop: as seawall's "
+        "serve, relay and worker run)",
+    )
     parser.add_argument("--quick", action="store_true", help="small counts, short load")
     options = parser.parse_args()
     if options.quick:
         options.events, options.rows = min(options.events, 2_000), min(options.rows, 300)
         options.seconds, options.warmup = min(options.seconds, 2.0), min(options.warmup, 0.5)
-    sys.exit(asyncio.run(main(options)))
+    sys.exit(run_on(options.loop, main(options)))
