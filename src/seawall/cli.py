@@ -7,7 +7,7 @@ import contextlib
 import json
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from types import FrameType
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -25,6 +25,8 @@ from seawall.config import LogLevel, Settings, load_settings
 from seawall.db import Database, current_revision, head_revision, migrate, require_schema
 from seawall.errors import ConfigurationError, DatabaseError, SeawallError
 from seawall.observability import configure_logging
+from seawall.process import freeze_startup_heap
+from seawall.process import run as run_process
 
 T = TypeVar("T")
 
@@ -94,8 +96,10 @@ def serve(
     # handler it found. With the default one that kills the process (status -15) after a
     # clean stop; a requested stop is a successful run, so it exits 0 instead.
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
+    service = create_app(settings)
+    freeze_startup_heap()
     uvicorn.run(
-        create_app(settings),
+        service,
         host=settings.host,
         port=settings.port,
         log_config=None,
@@ -175,23 +179,10 @@ def _run_messaging(*, relay: bool, worker: bool) -> None:
             await database.dispose()
 
     try:
-        _run_fast(run())
+        freeze_startup_heap()
+        run_process(run())
     except (ConfigurationError, DatabaseError) as exc:
         _fail(str(exc), code=2 if isinstance(exc, ConfigurationError) else 1)
-
-
-def _run_fast(main: Coroutine[Any, Any, T]) -> T:
-    """Run *main* on uvloop's event loop when it is installed, as uvicorn runs `serve`.
-
-    The relay and the consumers spend most of their time in the event loop (many
-    small socket reads and writes); uvloop does that work in C.
-    """
-    try:
-        import uvloop  # noqa: PLC0415 - optional: not on Windows
-    except ImportError:
-        return asyncio.run(main)
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        return runner.run(main)
 
 
 @app.command()

@@ -14,6 +14,8 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from seawall.config import Settings, load_settings
 from seawall.errors import ConfigurationError, DatabaseError, SeawallError
+from seawall.process import freeze_startup_heap
+from seawall.process import run as run_process
 
 if TYPE_CHECKING:
     from seawall.app._imports import ImportOutcome
@@ -77,7 +79,8 @@ def import_command(
         except (OSError, ValueError, json.JSONDecodeError) as exc:
             raise _fail(f"cannot read the manifest: {exc}") from None
     try:
-        failed = asyncio.run(_run(settings, folder, case, entries, watch))
+        freeze_startup_heap()
+        failed = run_process(_run(settings, folder, case, entries, watch))
     except (DatabaseError, SeawallError) as exc:
         raise _fail(str(exc), code=1) from None
     except SQLAlchemyError as exc:

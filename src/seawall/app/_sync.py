@@ -78,6 +78,8 @@ from seawall.integrations import (
 )
 from seawall.messaging import Consumer, Event, Outbox, load_consumers
 from seawall.observability import current_causation_id, current_correlation_id
+from seawall.process import freeze_startup_heap
+from seawall.process import run as run_process
 from seawall.resilience import RateLimit
 from seawall.sync import Page, PagedSync, SyncProgress
 from seawall.webhooks import WebhookEvent
@@ -912,7 +914,8 @@ def sync_crm_command(settings: Settings, *, full: bool = False, restart: bool = 
             await database.dispose()
 
     try:
-        report, conflicts = asyncio.run(run())
+        freeze_startup_heap()
+        report, conflicts = run_process(run())
     except (SeawallError, SQLAlchemyError, OSError) as exc:
         err.print(
             f"seawall: the CRM sync stopped: {type(exc).__name__}: {str(exc)[:300]}; "
