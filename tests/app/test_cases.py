@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -13,6 +14,8 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
+from seawall.app import create_app
+from seawall.config import Settings
 from seawall.db import Database, cases, outbox
 from seawall.idempotency import request_fingerprint
 
@@ -509,6 +512,49 @@ async def test_patch_with_an_idempotency_key_replays(
     assert again.headers["idempotent-replayed"] == "true"
     assert again.json() == first.json()
     assert await count(database, outbox) == 2
+
+
+async def test_reads_answer_while_another_connection_holds_sqlites_write_lock(
+    settings: Settings, database_url: str
+) -> None:
+    if not database_url.startswith("sqlite"):
+        pytest.skip("holds SQLite's write lock")
+    # A short timeout: a read that asked for the write lock would fail fast with 503.
+    database = Database(database_url, timeout=0.2)
+    application = create_app(settings, database=database)
+    locker = sqlite3.connect(
+        database_url.removeprefix("sqlite:///"),
+        isolation_level=None,
+        timeout=30,
+        check_same_thread=False,
+    )
+    try:
+        async with (
+            application.router.lifespan_context(application),
+            httpx.AsyncClient(
+                transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
+            ) as client,
+        ):
+            case = await create(client)
+            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
+            try:
+                answers = [
+                    await client.get(path)
+                    for path in (
+                        "/cases",
+                        f"/cases/{case['id']}",
+                        f"/cases/{case['id']}/activity",
+                        f"/cases/{case['id']}/documents",
+                        "/documents/no-such-document/metadata",
+                    )
+                ]
+            finally:
+                locker.execute("ROLLBACK")
+    finally:
+        locker.close()
+        await database.dispose()
+
+    assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 404]
 
 
 # --- correlation, health, docs ----------------------------------------------------------------

@@ -130,7 +130,7 @@ async def list_cases(
             "use either page (offset mode) or cursor (cursor mode), not both",
             errors=[FieldError(field="query.cursor", message="not with page", type="conflict")],
         )
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         if cursor is not None:
             try:
                 after = repo.decode_cursor(cursor) if cursor else None
@@ -172,7 +172,7 @@ CaseId = Annotated[str, Path(max_length=64, pattern="^[^\\x00]*$", description="
 async def read_case(request: Request, case_id: CaseId) -> Response:
     """Return the case with its ``ETag`` (use it as ``If-Match`` when patching)."""
     state = ServiceState.of(request)
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         case = await repo.get_case(session, case_id)
     if case is None:
         raise _not_found(case_id)
@@ -198,7 +198,7 @@ async def read_activity(
     change shows up here shortly after the request that made it.
     """
     state = ServiceState.of(request)
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         if await repo.get_case(session, case_id) is None:
             raise _not_found(case_id)
         lines = await repo.case_activity_of(session, case_id, limit=limit)

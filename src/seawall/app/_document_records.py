@@ -254,7 +254,7 @@ async def store_document(
                 return created, True
     except IntegrityError:
         # Another import of the same bytes won the race: it is the document.
-        async with database.sessions() as session:
+        async with database.reading() as session:
             existing = await duplicate_of(session, case_id, blob.sha256 or "")
         if existing is None:
             await blobs.delete(key)

@@ -211,7 +211,7 @@ async def upload_document(
         )
     key = idempotency_key(request, required=True)
     assert key is not None
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         if not await records.case_exists(session, case_id):
             raise Problem(404, "case-not-found", f"there is no case with id {case_id!r}")
 
@@ -338,7 +338,7 @@ async def list_case_documents(
 ) -> DocumentList:
     """Return the case's documents with their import status (without their text)."""
     state = ServiceState.of(request)
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         if not await records.case_exists(session, case_id):
             raise Problem(404, "case-not-found", f"there is no case with id {case_id!r}")
         found = await records.list_documents(session, case_id, limit=limit)
@@ -359,7 +359,7 @@ def _document_not_found(document_id: str) -> Problem:
 async def download_document(request: Request, document_id: DocumentId) -> Response:
     """Redirect to a signed URL of the document's bytes, valid for a few minutes."""
     state = ServiceState.of(request)
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         blob_key = await records.blob_key_of(session, document_id)
     if blob_key is None:
         raise _document_not_found(document_id)
@@ -378,7 +378,7 @@ async def download_document(request: Request, document_id: DocumentId) -> Respon
 async def read_document(request: Request, document_id: DocumentId) -> Document:
     """Return the document, with its extracted text once imported, or why the import failed."""
     state = ServiceState.of(request)
-    async with state.database.sessions() as session:
+    async with state.database.reading() as session:
         document = await records.get_document(session, document_id)
     if document is None:
         raise _document_not_found(document_id)
