@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import asyncpg
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from seawall.db import Database, cases, insert_rows, sync_links
+from seawall.messaging import Event, Outbox
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -111,3 +114,32 @@ async def test_no_rows_write_nothing(database: Database) -> None:
         await insert_rows(session, cases, [])
 
     assert await stored_cases(database) == []
+
+
+async def test_on_postgresql_outbox_rows_wake_other_processes_relays_once(
+    database: Database, database_url: str
+) -> None:
+    if not database_url.startswith("postgresql"):
+        pytest.skip("NOTIFY is PostgreSQL's")
+    heard: list[str] = []
+    listener = await asyncpg.connect(database_url)
+    try:
+        await listener.add_listener("seawall_outbox", lambda *args: heard.append(args[2]))
+        events = [
+            Event.create(type="case.created", source="/seawall/cases", subject=f"case-{n}", data={})
+            for n in range(50)
+        ]
+        async with database.transaction() as session:
+            await Outbox().add_all(session, events)
+        for _ in range(100):
+            if heard:
+                break
+            await asyncio.sleep(0.01)
+        await asyncio.sleep(0.05)  # time for a second notification, if one were sent
+    finally:
+        await listener.close()
+
+    async with database.reading() as session:
+        written = await session.scalar(sa.text("SELECT count(*) FROM outbox"))
+    assert written == 50
+    assert heard == ["seawall_outbox"]
