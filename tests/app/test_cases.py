@@ -515,11 +515,13 @@ async def test_patch_with_an_idempotency_key_replays(
 
 
 async def test_reads_answer_while_another_connection_holds_sqlites_write_lock(
-    settings: Settings, database_url: str
+    client: httpx.AsyncClient, settings: Settings, database_url: str
 ) -> None:
     if not database_url.startswith("sqlite"):
         pytest.skip("holds SQLite's write lock")
-    # A short timeout: a read that asked for the write lock would fail fast with 503.
+    case = await create(client)
+    # A second app on the same file, with a short timeout: a read that asked for
+    # the write lock would fail fast with 503.
     database = Database(database_url, timeout=0.2)
     application = create_app(settings, database=database)
     locker = sqlite3.connect(
@@ -533,13 +535,12 @@ async def test_reads_answer_while_another_connection_holds_sqlites_write_lock(
             application.router.lifespan_context(application),
             httpx.AsyncClient(
                 transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
-            ) as client,
+            ) as reader,
         ):
-            case = await create(client)
             await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
             try:
                 answers = [
-                    await client.get(path)
+                    await reader.get(path)
                     for path in (
                         "/cases",
                         f"/cases/{case['id']}",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -214,4 +215,51 @@ async def test_a_sqlite_transaction_waiting_too_long_for_its_turn_is_an_operatio
     finally:
         release.set()
         await holder
+        await database.dispose()
+
+
+async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(
+    tmp_path: Path,
+) -> None:
+    # The pool's own reset is off on SQLite (it cost a thread hop after every
+    # commit); its listener still rolls back a connection that comes back with
+    # SQLite's transaction open, such as one begun on the driver directly.
+    path = tmp_path / "reset.db"
+    database = Database(f"sqlite:///{path}", timeout=0.2)
+    try:
+        async with database.engine.connect() as connection:
+            driver = (await connection.get_raw_connection()).driver_connection
+            await driver.execute_fetchall("BEGIN IMMEDIATE")
+            assert driver.in_transaction
+
+        other = sqlite3.connect(path, isolation_level=None, timeout=0)
+        try:
+            other.execute("BEGIN IMMEDIATE")  # the write lock is free again
+            other.execute("ROLLBACK")
+        finally:
+            other.close()
+        async with database.transaction() as session:  # and the pooled connection works
+            assert (await session.execute(sa.text("SELECT 1"))).scalar_one() == 1
+    finally:
+        await database.dispose()
+
+
+async def test_a_sqlite_begin_that_finds_the_lock_taken_is_an_operational_error(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "begin.db"
+    database = Database(f"sqlite:///{path}", timeout=0.1)
+    async with database.transaction() as session:  # creates the file
+        await session.execute(sa.text("SELECT 1"))
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            async with database.transaction() as session:
+                await session.execute(sa.text("SELECT 1"))  # BEGIN IMMEDIATE runs here
+        other.execute("ROLLBACK")
+        async with database.transaction() as session:
+            assert (await session.execute(sa.text("SELECT 1"))).scalar_one() == 1
+    finally:
+        other.close()
         await database.dispose()
