@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import uuid
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,10 +13,10 @@ import pytest
 import sqlalchemy as sa
 from fastapi import FastAPI
 
-from seawall.app import create_app
 from seawall.config import Settings
 from seawall.db import Database, cases, outbox
 from seawall.idempotency import request_fingerprint
+from tests.app.sqlite_lock import app_beside_a_lock
 
 NEW_CASE = {"title": "Refund not received", "priority": "high", "customer_id": "cus_1"}
 
@@ -520,40 +519,24 @@ async def test_reads_answer_while_another_connection_holds_sqlites_write_lock(
     if not database_url.startswith("sqlite"):
         pytest.skip("holds SQLite's write lock")
     case = await create(client)
-    # A second app on the same file, with a short timeout: a read that asked for
-    # the write lock would fail fast with 503.
-    database = Database(database_url, timeout=0.2)
-    application = create_app(settings, database=database)
-    locker = sqlite3.connect(
-        database_url.removeprefix("sqlite:///"),
-        isolation_level=None,
-        timeout=30,
-        check_same_thread=False,
-    )
-    try:
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
-            ) as reader,
-        ):
-            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
-            try:
-                answers = [
-                    await reader.get(path)
-                    for path in (
-                        "/cases",
-                        f"/cases/{case['id']}",
-                        f"/cases/{case['id']}/activity",
-                        f"/cases/{case['id']}/documents",
-                        "/documents/no-such-document/metadata",
-                    )
-                ]
-            finally:
-                locker.execute("ROLLBACK")
-    finally:
-        locker.close()
-        await database.dispose()
+
+    # A second app on the same file: a read that asked for the write lock would
+    # fail fast with 503.
+    async with app_beside_a_lock(settings, database_url) as beside:
+        await beside.lock()
+        try:
+            answers = [
+                await beside.client.get(path)
+                for path in (
+                    "/cases",
+                    f"/cases/{case['id']}",
+                    f"/cases/{case['id']}/activity",
+                    f"/cases/{case['id']}/documents",
+                    "/documents/no-such-document/metadata",
+                )
+            ]
+        finally:
+            beside.unlock()
 
     assert [answer.status_code for answer in answers] == [200, 200, 200, 200, 404]
 

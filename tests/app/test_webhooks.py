@@ -7,7 +7,6 @@ import hashlib
 import hmac
 import json
 import random
-import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -32,6 +31,7 @@ from seawall.webhooks import (
     WebhookHandlers,
     WebhookLog,
 )
+from tests.app.sqlite_lock import app_beside_a_lock
 
 GITHUB_SECRET = "gh-s3cret"
 STRIPE_SECRET = "whsec_stripe_s3cret"
@@ -235,39 +235,20 @@ async def test_a_locked_database_is_503_for_every_waiting_delivery(
     configured = settings.model_copy(
         update={"webhooks": {"github": WebhookSettings(secrets=[SecretStr(GITHUB_SECRET)])}}
     )
-    database = Database(database_url, timeout=0.2)
-    application = create_app(configured, database=database)
-    # The lock is taken off the event loop: the app's own background writers may be
-    # inside a transaction that needs the loop to reach its commit.
-    locker = sqlite3.connect(
-        database_url.removeprefix("sqlite:///"),
-        isolation_level=None,
-        timeout=30,
-        check_same_thread=False,
-    )
     deliveries = [github_delivery({"action": "opened", "n": n}) for n in range(3)]
-    try:
-        async with (
-            application.router.lifespan_context(application),
-            httpx.AsyncClient(
-                transport=httpx.ASGITransport(app=application), base_url="http://seawall.test"
-            ) as client,
-        ):
-            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")
-            answers = await asyncio.gather(
-                *(
-                    client.post("/webhooks/github", content=body, headers=headers)
-                    for body, headers in deliveries
-                )
+    async with app_beside_a_lock(configured, database_url) as beside:
+        await beside.lock()
+        answers = await asyncio.gather(
+            *(
+                beside.client.post("/webhooks/github", content=body, headers=headers)
+                for body, headers in deliveries
             )
-            locker.execute("ROLLBACK")
-            after = await client.post(
-                "/webhooks/github", content=deliveries[0][0], headers=deliveries[0][1]
-            )
-        rows = await stored(database)
-    finally:
-        locker.close()
-        await database.dispose()
+        )
+        beside.unlock()
+        after = await beside.client.post(
+            "/webhooks/github", content=deliveries[0][0], headers=deliveries[0][1]
+        )
+        rows = await stored(beside.database)
 
     assert [answer.status_code for answer in answers] == [503] * 3
     assert {answer.headers["content-type"] for answer in answers} == {"application/problem+json"}
