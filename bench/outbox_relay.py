@@ -13,8 +13,11 @@ Measured, in this order:
   one-row transactions, and seawall's own producer (`Outbox.add`, one event per
   transaction);
 - relay drain: ``--events`` events are committed to the outbox first (not timed),
-  then `OutboxRelay` publishes them all; each drain to `NatsBus` is paired with a
-  raw publish run right before it, the ratio is against that run, and both CPU
+  then `OutboxRelay` publishes them all, through `relay_once` in a loop (each
+  round claims, publishes and marks in turn) and through `run()` as the service
+  runs it (PostgreSQL: two claim loops; SQLite: the next batch claimed and the
+  last one marked while one is published); each drain to `NatsBus` is paired with
+  a raw publish run right before it, the ratio is against that run, and both CPU
   costs per event are shown (steadier than rates on a shared machine);
 - end to end: the same, with a `Worker` consuming every event through its inbox,
   one per transaction (`Consumer`'s defaults) and batched as the service's
@@ -876,6 +879,7 @@ DRAINS: list[tuple[str, str, str, str, int | None]] = [
     ("pg", "PostgreSQL -> NATS, relay_once in a loop", "pg", "nats", None),
     ("pg_run2", "PostgreSQL -> NATS, run(concurrency=2)", "pg", "nats", 2),
     ("sqlite", "SQLite -> NATS, relay_once in a loop", "sqlite", "nats", None),
+    ("sqlite_run", "SQLite -> NATS, run() (pipelined)", "sqlite", "nats", 1),
     ("pg_null", "[no broker] PostgreSQL -> InProcessBus, no group", "pg", "none", None),
     ("sqlite_null", "[no broker] SQLite -> InProcessBus, no group", "sqlite", "none", None),
 ]
@@ -1015,6 +1019,7 @@ def targets(figures: Figures, options: argparse.Namespace) -> list[tuple[str, bo
         ("pg", "PostgreSQL relay (relay_once loop)", 0.7),
         ("pg_run2", "PostgreSQL relay run(concurrency=2)", 0.7),
         ("sqlite", "SQLite relay (relay_once loop)", 0.8),
+        ("sqlite_run", "SQLite relay run() (pipelined)", 0.8),
     ):
         if key in figures.ratios:
             ratio = figures.ratios[key]

@@ -20,6 +20,7 @@ from seawall.db import (
     metadata,
     migrate,
     normalize_url,
+    sqlite_statement,
 )
 from seawall.errors import DatabaseError
 
@@ -263,3 +264,78 @@ async def test_a_sqlite_begin_that_finds_the_lock_taken_is_an_operational_error(
     finally:
         other.close()
         await database.dispose()
+
+
+# -- one statement on the raw SQLite driver ------------------------------------------------
+
+
+async def test_sqlite_statement_reads_and_writes_in_one_statement_each(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db", timeout=0.2)
+    try:
+        await sqlite_statement(database, "CREATE TABLE t (n INTEGER, at TEXT)", write=True)
+        await sqlite_statement(
+            database,
+            "INSERT INTO t SELECT value, :at FROM json_each(:ns)",
+            {"ns": "[1, 2, 3]", "at": "2026-12-07 00:00:00.000000"},
+            write=True,
+        )
+
+        rows = await sqlite_statement(database, "SELECT n, at FROM t WHERE n >= ? ORDER BY n", [2])
+
+        assert rows == [(2, "2026-12-07 00:00:00.000000"), (3, "2026-12-07 00:00:00.000000")]
+        # Each statement committed on its own: another connection sees the rows.
+        other = sqlite3.connect(tmp_path / "raw.db")
+        try:
+            assert other.execute("SELECT count(*) FROM t").fetchone() == (3,)
+        finally:
+            other.close()
+    finally:
+        await database.dispose()
+
+
+async def test_a_sqlite_statement_write_waits_for_this_process_s_turn(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db", timeout=5)
+    order: list[str] = []
+    inside = asyncio.Event()
+
+    async def transaction() -> None:
+        async with database.transaction() as session:
+            await session.execute(sa.text("CREATE TABLE t (n INTEGER)"))
+            inside.set()
+            await asyncio.sleep(0.2)
+            order.append("transaction commits")
+
+    async def statement() -> None:
+        await inside.wait()
+        await sqlite_statement(database, "INSERT INTO t VALUES (1)", write=True)
+        order.append("statement done")
+
+    try:
+        await asyncio.gather(transaction(), statement())
+    finally:
+        await database.dispose()
+
+    assert order == ["transaction commits", "statement done"]
+
+
+async def test_sqlite_statement_errors_are_sqlalchemy_s_without_the_parameters(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "raw.db"
+    database = Database(f"sqlite:///{path}", timeout=0.1)
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        await sqlite_statement(database, "CREATE TABLE t (n INTEGER)", write=True)
+        with pytest.raises(sa.exc.OperationalError, match="no such table") as missing:
+            await sqlite_statement(database, "SELECT n FROM nowhere WHERE n = ?", ["s3cret"])
+        other.execute("BEGIN IMMEDIATE")
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            await sqlite_statement(database, "INSERT INTO t VALUES (?)", [1], write=True)
+        other.execute("ROLLBACK")
+        await sqlite_statement(database, "INSERT INTO t VALUES (?)", [1], write=True)
+    finally:
+        other.close()
+        await database.dispose()
+
+    assert "s3cret" not in str(missing.value)
+    assert "SELECT n FROM nowhere" in str(missing.value)

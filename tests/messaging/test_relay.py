@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -590,6 +591,116 @@ async def test_run_with_many_claim_loops_publishes_each_row_once_in_order(
 
 async def _count(bus: RecordingBus, wanted: int) -> bool:
     return len(bus.published) >= wanted
+
+
+# -- SQLite's pipelined run ----------------------------------------------------------------
+
+
+@only_sqlite
+async def test_on_sqlite_run_works_through_a_backlog_once_in_order_and_marks_every_row(
+    database: Database, bus: RecordingBus
+) -> None:
+    # Full batches: the next batch is claimed while one is published, and the
+    # "published" updates are written while the next batch goes out.
+    expected: dict[str, list[str]] = {f"agg{i}": [] for i in range(6)}
+    for round_ in range(10):
+        batch = [make_event(aggregate, data={"n": round_}) for aggregate in expected]
+        await add_events(database, *batch)
+        for aggregate, event in zip(expected, batch, strict=True):
+            expected[aggregate].append(event.id)
+    relay = OutboxRelay(database, bus, batch_size=4, poll_interval=30.0, purge_interval=0)
+
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _count(bus, 60), "every row is published")
+        await eventually(lambda: _nothing_pending(database), "every row is marked")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, WAIT_SECONDS)
+
+    assert len(set(bus.ids)) == len(bus.ids) == 60
+    assert _by_aggregate(bus) == expected
+    rows = await outbox_rows(database)
+    assert all(row["attempts"] == 1 and row["published_at"] is not None for row in rows)
+
+
+async def _nothing_pending(database: Database) -> bool:
+    return (await outbox_lag(database)).pending == 0
+
+
+@only_sqlite
+async def test_on_sqlite_a_failure_in_a_pipelined_batch_keeps_its_aggregate_in_order(
+    database: Database, bus: RecordingBus
+) -> None:
+    # a1 fails while the batch after it (holding a2) has been claimed: that batch
+    # is dropped, a1's back-off written, and a2 waits for a1.
+    a1, b1, a2, b2, a3 = (make_event(name) for name in ("a", "b", "a", "b", "a"))
+    await add_events(database, a1, b1, a2, b2, a3)
+    bus.flaky[a1.id] = 1
+    relay = OutboxRelay(
+        database, bus, batch_size=2, poll_interval=0.02, retry_base=0.05, purge_interval=0
+    )
+
+    running = asyncio.create_task(relay.run())
+    try:
+        await eventually(lambda: _count(bus, 5), "every row is published")
+        await eventually(lambda: _nothing_pending(database), "every row is marked")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, WAIT_SECONDS)
+
+    assert _by_aggregate(bus) == {"a": [a1.id, a2.id, a3.id], "b": [b1.id, b2.id]}
+    assert bus.attempts.count(a1.id) == 2
+    assert (await outbox_row(database, a1.id))["attempts"] == 2
+
+
+@only_sqlite
+async def test_on_sqlite_stop_writes_the_marks_still_waiting(
+    database: Database, bus: RecordingBus
+) -> None:
+    event = make_event("a")
+    relay = OutboxRelay(database, bus, poll_interval=30.0, purge_interval=0, mark_delay=30.0)
+    running = asyncio.create_task(relay.run())
+    try:
+        await add_events(database, event)
+        await eventually(lambda: _has(bus, event.id), "the event is published")
+        waiting = (await outbox_lag(database)).pending
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, WAIT_SECONDS)
+
+    assert waiting == 1  # published, its mark held back for mark_delay
+    assert (await outbox_lag(database)).pending == 0
+    assert bus.ids == [event.id]
+
+
+@only_sqlite
+async def test_on_sqlite_a_mark_that_finds_the_lock_taken_is_retried_and_nothing_goes_twice(
+    database_url: str, bus: RecordingBus
+) -> None:
+    database = Database(database_url, timeout=0.2)
+    locker = sqlite3.connect(
+        database_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    first, second = make_event("a"), make_event("b")
+    relay = OutboxRelay(database, bus, poll_interval=0.02, purge_interval=0, mark_delay=0.1)
+    running = asyncio.create_task(relay.run())
+    try:
+        await add_events(database, first)
+        await eventually(lambda: _has(bus, first.id), "the first event is published")
+        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # before its mark
+        await asyncio.sleep(1.0)  # rounds claim meanwhile; the marks fail and back off
+        locker.execute("ROLLBACK")
+        await add_events(database, second)
+        await eventually(lambda: _has(bus, second.id), "the second event is published")
+        await eventually(lambda: _nothing_pending(database), "both rows are marked")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, WAIT_SECONDS)
+        locker.close()
+        await database.dispose()
+
+    assert bus.attempts == [first.id, second.id]
 
 
 async def test_run_also_purges_old_published_rows(

@@ -14,7 +14,13 @@ from seawall.db._database import (
     normalize_url,
 )
 from seawall.db._migrate import current_revision, head_revision, migrate, require_schema
-from seawall.db._raw import RawStatement, UnnestInsert, raw_transaction, translate_error
+from seawall.db._raw import (
+    RawStatement,
+    UnnestInsert,
+    raw_transaction,
+    sqlite_statement,
+    translate_error,
+)
 from seawall.db._rows import insert_rows
 from seawall.db._tables import (
     UTCDateTime,
@@ -60,6 +66,7 @@ __all__ = [
     "outbox",
     "raw_transaction",
     "require_schema",
+    "sqlite_statement",
     "sync_cursors",
     "sync_links",
     "translate_error",

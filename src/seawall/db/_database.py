@@ -170,12 +170,20 @@ class Database:
                 process held the write lock for longer than the database's timeout
                 (as SQLite's own busy timeout would).
         """
-        async with self._write_turn(), self.sessions() as session, session.begin():
+        async with self.write_turn(), self.sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
-    async def _write_turn(self) -> AsyncIterator[None]:
-        """On SQLite, wait for this process's write lock (see `transaction`)."""
+    async def write_turn(self) -> AsyncIterator[None]:
+        """On SQLite, wait for this process's turn at the write lock (see `transaction`).
+
+        For writes that do not go through `transaction` (`sqlite_statement`). Nothing
+        to wait for on PostgreSQL.
+
+        Raises:
+            sqlalchemy.exc.OperationalError: on SQLite, the turn did not come within
+                the database's timeout.
+        """
         if self._write_locks is None:
             yield
             return

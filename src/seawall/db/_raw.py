@@ -1,15 +1,19 @@
-"""Transactions on the raw asyncpg connection of a pooled PostgreSQL connection.
+"""Statements on the raw driver connection of a pooled connection.
 
 Hot paths that write or read many rows at once (the webhook group commit, the
-outbox relay) skip the session and talk to asyncpg directly: no greenlet bridge
-per statement, no per-row result processing, statements prepared once per
-connection. `translate_error` turns the driver's errors into the SQLAlchemy
-errors a session would raise, so callers handle both paths alike.
+outbox relay) skip the session and talk to the driver directly: no greenlet
+bridge per statement, no per-row result processing. On PostgreSQL,
+`raw_transaction` yields asyncpg inside a transaction (statements prepared once
+per connection); on SQLite, `sqlite_statement` runs one statement through
+aiosqlite as a transaction of its own. Both turn the driver's errors into the
+SQLAlchemy errors a session would raise, so callers handle both paths alike.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import sqlite3
 import sys
 from asyncio import CancelledError
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -27,6 +31,7 @@ __all__ = [
     "UnnestInsert",
     "raw_failure",
     "raw_transaction",
+    "sqlite_statement",
     "translate_error",
     "unusable",
 ]
@@ -94,6 +99,40 @@ async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawSta
             if failure is exc:
                 raise
             raise failure from exc
+
+
+async def sqlite_statement(
+    database: Database,
+    sql: str,
+    parameters: Sequence[Any] | Mapping[str, Any] = (),
+    *,
+    write: bool = False,
+) -> list[tuple[Any, ...]]:
+    """Run one SQL statement on a pooled SQLite connection's aiosqlite driver; return its rows.
+
+    The statement is a transaction of its own (SQLite's autocommit), sent in one
+    hop to aiosqlite's thread: a session's transaction costs three more (``BEGIN``,
+    the cursor's close, ``COMMIT``). A read sees one snapshot; a write has
+    committed, and on this database's ``synchronous=FULL`` been synced, when this
+    returns. With *write*, it waits for this process's write turn first
+    (`Database.write_turn`), as `Database.transaction` does.
+
+    Rows come back as the driver gives them: tuples of SQLite's own types
+    (timestamps are text, JSON is text).
+
+    Raises:
+        sqlalchemy.exc.DBAPIError: the driver's error, translated (its statement
+            kept, its parameters never).
+    """
+    turn = database.write_turn() if write else contextlib.nullcontext()
+    async with turn, database.engine.connect() as connection:
+        driver: Any = (await connection.get_raw_connection()).driver_connection
+        try:
+            return list(await driver.execute_fetchall(sql, parameters))
+        except sqlite3.Error as exc:
+            raise sa_exc.DBAPIError.instance(
+                sql, None, exc, sqlite3.Error, hide_parameters=True, dialect=connection.dialect
+            ) from exc
 
 
 def unusable(driver: Any) -> bool:

@@ -8,7 +8,7 @@ import functools
 import json
 import random
 from collections import defaultdict, deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Literal
@@ -20,7 +20,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import Database, UTCDateTime, affected_rows, outbox, raw_transaction
+from seawall.db import Database, affected_rows, outbox, raw_transaction, sqlite_statement
 from seawall.errors import DatabaseError, PublishError
 from seawall.messaging import _wakeup
 from seawall.messaging._bus import Bus, Message
@@ -47,6 +47,8 @@ _IDLE: Final[_Next] = "idle"
 _CONSUMERS_FIRST = 4
 # Pause before looking again at rows another relay held back.
 _AGAIN_SECONDS = 0.005
+# Attempts of one `_Marks` task at its update before it leaves the rows to the relay.
+_MARK_ATTEMPTS = 3
 # Longest error text kept in ``outbox.last_error``.
 _ERROR_CHARS = 2000
 # First key of the transaction-scoped advisory locks that keep one aggregate on one relay.
@@ -134,44 +136,43 @@ _PG_MARK_PARKED: Final = (
 )
 
 
-def _sqlite_claim() -> sa.Select[Any]:
-    """SQLite's claim (binds ``now`` and ``limit``); one relay holds the lease."""
-    now = sa.bindparam("now", type_=UTCDateTime())
-    earlier = outbox.alias("earlier")
-    waiting_sibling = (
-        sa.select(sa.literal(1))
-        .where(
-            earlier.c.aggregate_type == outbox.c.aggregate_type,
-            earlier.c.aggregate_id == outbox.c.aggregate_id,
-            earlier.c.seq < outbox.c.seq,
-            earlier.c.published_at.is_(None),
-            earlier.c.parked_at.is_(None),
-            earlier.c.next_attempt_at > now,
-        )
-        .exists()
-    )
-    chosen = (
-        sa.select(outbox.c.seq)
-        .where(
-            outbox.c.published_at.is_(None),
-            outbox.c.parked_at.is_(None),
-            sa.or_(outbox.c.next_attempt_at.is_(None), outbox.c.next_attempt_at <= now),
-            ~waiting_sibling,
-        )
-        .order_by(outbox.c.seq)
-        .limit(sa.bindparam("limit", type_=sa.Integer()))
-        .scalar_subquery()
-    )
-    # The payload as the JSON text stored: decoding it only to encode it again cost
-    # more than the rest of the row.
-    selected = [
-        sa.type_coerce(column, sa.Text()).label("payload") if column is outbox.c.payload else column
-        for column in _SELECTED
-    ]
-    return sa.select(*selected).where(outbox.c.seq.in_(chosen)).order_by(outbox.c.seq)
+# SQLite's claim, on the raw driver (see `sqlite_statement`); one relay holds the lease.
+# :skip is a JSON array of the sequence numbers this relay has claimed and not yet
+# marked (`_Marks`): one parameter whatever their number. Timestamps are compared
+# as the text SQLAlchemy stores (`_sqlite_time`).
+_SQLITE_COLUMNS: Final = tuple(column.name for column in _SELECTED)
+_SQLITE_CLAIM: Final = f"""
+SELECT {", ".join(_SQLITE_COLUMNS)} FROM outbox WHERE seq IN (
+    SELECT o.seq FROM outbox AS o
+    WHERE o.published_at IS NULL AND o.parked_at IS NULL
+      AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= :now)
+      AND NOT EXISTS (
+          SELECT 1 FROM outbox AS earlier
+          WHERE earlier.aggregate_type = o.aggregate_type
+            AND earlier.aggregate_id = o.aggregate_id
+            AND earlier.seq < o.seq
+            AND earlier.published_at IS NULL AND earlier.parked_at IS NULL
+            AND earlier.next_attempt_at > :now)
+      AND o.seq NOT IN (SELECT value FROM json_each(:skip))
+    ORDER BY o.seq LIMIT :limit)
+ORDER BY seq
+"""  # noqa: S608 - column names from the schema; every value is a parameter
+_SQLITE_MARK_PUBLISHED: Final = (
+    "UPDATE outbox SET published_at = :now, attempts = attempts + 1, next_attempt_at = NULL, "
+    "last_error = NULL WHERE seq IN (SELECT value FROM json_each(:seqs))"
+)
+_OCCURRED_AT: Final = _SQLITE_COLUMNS.index("occurred_at")
 
 
-_SQLITE_CLAIM: Final = _sqlite_claim()
+def _sqlite_time(moment: datetime) -> str:
+    """*moment* as SQLAlchemy stores a `UTCDateTime` on SQLite: naive UTC text."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+
+
+def _sqlite_row(values: tuple[Any, ...]) -> dict[str, Any]:
+    row = dict(zip(_SQLITE_COLUMNS, values, strict=True))
+    row["occurred_at"] = datetime.fromisoformat(values[_OCCURRED_AT]).replace(tzinfo=UTC)
+    return row
 
 
 # An outbox row as a session (``RowMapping``) or asyncpg (``Record``) hands it out.
@@ -202,6 +203,94 @@ class _Outcome:
     parked: list[tuple[int, str]] = field(default_factory=list)
 
 
+class _Marks:
+    """SQLite's "published" updates, written by a task of their own (`OutboxRelay.run`).
+
+    Published rows wait here until an update marks them, while the relay claims
+    and publishes the next batch: the update and its commit run in aiosqlite's
+    thread as the event loop publishes, and rows published within ``delay`` of
+    each other share one fsync'd transaction instead of taking the write lock
+    once per round. The claim skips `taken` rows (claimed by this relay, then
+    published or in flight), which stay in that set until their update has
+    committed, so this relay never claims a row twice.
+
+    A crash before the update commits leaves rows unmarked, as a crash between a
+    publish and its update always could: the next relay publishes them again,
+    and ``Nats-Msg-Id`` and the consumers' inboxes drop the copies.
+    """
+
+    def __init__(self, write: Callable[[list[int]], Awaitable[None]], *, delay: float) -> None:
+        self._write = write
+        self.delay = delay
+        self.taken: set[int] = set()
+        self._queued: list[int] = []
+        self._task: asyncio.Task[None] | None = None
+        self._hurry = asyncio.Event()  # set by `flush`: write without the delay
+
+    def take(self, seqs: Sequence[int]) -> None:
+        """Keep *seqs* out of the next claims until they are marked or `release`d."""
+        self.taken.update(seqs)
+
+    def release(self, seqs: Sequence[int]) -> None:
+        """Let the claim see *seqs* again (their outcome was written another way)."""
+        self.taken.difference_update(seqs)
+
+    def add(self, seqs: Sequence[int]) -> None:
+        """Mark *seqs* (taken) published soon."""
+        if not seqs:
+            return
+        self._queued.extend(seqs)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain(), name="seawall-relay-marks")
+
+    def skip(self) -> str:
+        """The claim's ``skip`` parameter: the taken sequence numbers as a JSON array."""
+        return json.dumps(sorted(self.taken)) if self.taken else "[]"
+
+    async def flush(self) -> None:
+        """Write every row added so far, after the write under way (if any).
+
+        Raises:
+            SQLAlchemyError: the update failed; the rows stay queued.
+        """
+        self._hurry.set()
+        try:
+            if self._task is not None:
+                await asyncio.gather(self._task, return_exceptions=True)
+            if self._queued:
+                await self._write_queued()
+        finally:
+            self._hurry.clear()
+
+    async def _drain(self) -> None:
+        failures = 0
+        while self._queued:
+            # Let more rows gather, and let the in-process consumers this publish woke
+            # ask for SQLite's write lock first: their commit is what users wait for.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.delay):
+                    await self._hurry.wait()
+            try:
+                await self._write_queued()
+            except (SQLAlchemyError, OSError) as exc:
+                failures += 1
+                log.warning("outbox_mark_failed", error=type(exc).__name__, failures=failures)
+                if failures >= _MARK_ATTEMPTS:
+                    return  # the relay's next `add` or `flush` tries again
+                await asyncio.sleep(0.1 * 2**failures)
+            else:
+                failures = 0
+
+    async def _write_queued(self) -> None:
+        seqs, self._queued = self._queued, []
+        try:
+            await self._write(seqs)
+        except BaseException:
+            self._queued[:0] = seqs
+            raise
+        self.taken.difference_update(seqs)
+
+
 class OutboxRelay:
     """Publishes committed outbox rows to a `Bus` and marks them published.
 
@@ -230,6 +319,14 @@ class OutboxRelay:
     re-published after a crash is dropped by JetStream inside its window and
     by the consumers' inboxes after it.
 
+    **Marking.** On PostgreSQL a round marks its rows published before its
+    transaction ends (the rows stay locked until then). On SQLite, `run` hands
+    published rows to a task that marks them while the next round claims and
+    publishes; rows published within ``mark_delay`` share one transaction, and
+    the claim skips rows published but not yet marked. A round with a failed or
+    parked row writes everything before the next claim, so that row's later
+    siblings see its back-off. `relay_once` marks its rows before it returns.
+
     **Waking.** On a commit in this process (`Outbox.add` marks the session),
     on PostgreSQL ``NOTIFY seawall_outbox`` (a trigger on the table), and every
     ``poll_interval`` seconds as a fallback.
@@ -247,6 +344,8 @@ class OutboxRelay:
         clock: returns the current UTC time.
         registry: where publishes are counted (``seawall_relay_publishes_total``);
             the default registry if omitted.
+        mark_delay: on SQLite, seconds `run` lets published rows gather before
+            one transaction marks them all (see **Marking**).
     """
 
     def __init__(
@@ -263,6 +362,7 @@ class OutboxRelay:
         subject_prefix: str = SUBJECT_PREFIX,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         registry: CollectorRegistry | None = None,
+        mark_delay: float = 0.01,
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
@@ -278,6 +378,8 @@ class OutboxRelay:
         self._clock = clock
         self._postgres = database.dialect == "postgresql"
         self._lease = None if self._postgres else Lease(database, "outbox-relay")
+        self._marks = None if self._postgres else _Marks(self._mark_published, delay=mark_delay)
+        self._next_claim: asyncio.Task[list[dict[str, Any]]] | None = None  # SQLite, `run`
         self._wake = asyncio.Event()
         self._backlog = asyncio.Event()  # set while rounds come back full
         self._stopper = Stopper()
@@ -297,25 +399,50 @@ class OutboxRelay:
         published, _next = await self._round()
         return published
 
-    async def _round(self) -> tuple[int, _Next]:
+    async def _round(self, *, pipelined: bool = False) -> tuple[int, _Next]:
         """One round: the rows published, and when to start the next one.
 
         At once after a full batch; soon when rows were held back because
         another relay had their aggregates (it may be done in a moment, and no
         one else would wake this relay for them); else at the next wake-up.
+        *pipelined* (`run` on SQLite): see `_round_sqlite`.
         """
         if self._postgres:
             return await self._round_postgres()
+        return await self._round_sqlite(pipelined=pipelined)
+
+    async def _round_sqlite(self, *, pipelined: bool) -> tuple[int, _Next]:
+        """Claim, publish and mark a batch on SQLite, where this relay holds the lease.
+
+        *pipelined*: while a full batch is being published, the next one is
+        claimed, and `_Marks` writes the published rows while the next batch
+        goes out. A round with a failed or parked row drops the batch claimed
+        meanwhile (it may hold that row's later siblings) and writes every
+        outcome before the next claim, so those siblings see its back-off.
+        """
         assert self._lease is not None
+        assert self._marks is not None
+        marks = self._marks
         if not await self._lease.hold():
+            await self._drop_next_claim()
             return 0, _IDLE
-        now = self._clock()
-        async with self._db.reading() as session:  # the lease makes this relay the only one
-            result = await session.execute(_SQLITE_CLAIM, {"now": now, "limit": self.batch_size})
-            rows = result.mappings().all()
+        claiming = self._next_claim
+        self._next_claim = None
+        rows = await (claiming or self._claim_sqlite())
         if not rows:
             return 0, _IDLE
+        seqs = [row["seq"] for row in rows]
+        next_round = _FULL if len(rows) >= self.batch_size else _IDLE
+        if pipelined:
+            marks.take(seqs)
+            if next_round is _FULL:
+                self._next_claim = asyncio.create_task(self._claim_sqlite())
         outcome = await self._publish(rows)
+        if pipelined and not outcome.failed and not outcome.parked:
+            marks.add(outcome.published)
+            return len(outcome.published), next_round
+        await self._drop_next_claim()
+        await marks.flush()
         if not self._bus.durable:
             # The in-process consumers this publish woke ask for SQLite's write lock
             # before the relay's bookkeeping does: their commit is what users wait for.
@@ -323,7 +450,31 @@ class OutboxRelay:
                 await asyncio.sleep(0)
         async with self._db.transaction() as session:
             await self._record(session, outcome)
-        return len(outcome.published), _FULL if len(rows) >= self.batch_size else _IDLE
+        marks.release(seqs)
+        return len(outcome.published), next_round
+
+    async def _claim_sqlite(self) -> list[dict[str, Any]]:
+        assert self._marks is not None
+        parameters = {
+            "now": _sqlite_time(self._clock()),
+            "limit": self.batch_size,
+            "skip": self._marks.skip(),
+        }
+        return [
+            _sqlite_row(values)
+            for values in await sqlite_statement(self._db, _SQLITE_CLAIM, parameters)
+        ]
+
+    async def _drop_next_claim(self) -> None:
+        claiming = self._next_claim
+        self._next_claim = None
+        if claiming is not None:
+            claiming.cancel()
+            await asyncio.gather(claiming, return_exceptions=True)
+
+    async def _mark_published(self, seqs: list[int]) -> None:
+        parameters = {"now": _sqlite_time(self._clock()), "seqs": json.dumps(seqs)}
+        await sqlite_statement(self._db, _SQLITE_MARK_PUBLISHED, parameters, write=True)
 
     async def _round_postgres(self) -> tuple[int, _Next]:
         # On the raw asyncpg connection: through a session, a round of 500 rows cost
@@ -559,6 +710,9 @@ class OutboxRelay:
                 listener.cancel()  # asyncpg's own connection: safe to cancel
                 await asyncio.gather(listener, return_exceptions=True)
             await finish(loops, GRACE_SECONDS)
+            if self._marks is not None:
+                await self._drop_next_claim()
+                await self._flush_marks()
             if self._lease is not None:
                 with contextlib.suppress(SQLAlchemyError, OSError):
                     await self._lease.release()
@@ -577,7 +731,7 @@ class OutboxRelay:
             if first:
                 self._wake.clear()
             try:
-                _published, next_round = await self._round()
+                _published, next_round = await self._round(pipelined=True)
             except (SQLAlchemyError, DatabaseError, OSError) as exc:
                 failures += 1
                 log.warning("relay_round_failed", error=type(exc).__name__, failures=failures)
@@ -594,6 +748,17 @@ class OutboxRelay:
                 await self._stopper.pause(min(self.poll_interval, _AGAIN_SECONDS), wake=wake)
                 continue
             await self._stopper.pause(self.poll_interval, wake=wake)
+
+    async def _flush_marks(self) -> None:
+        assert self._marks is not None
+        try:
+            async with asyncio.timeout(GRACE_SECONDS):
+                await self._marks.flush()
+        except (SQLAlchemyError, OSError, TimeoutError) as exc:
+            # Left unmarked: the next relay publishes them again, and the copies are dropped.
+            log.warning(
+                "outbox_marks_not_written", error=type(exc).__name__, rows=len(self._marks.taken)
+            )
 
     async def _purge_forever(self) -> None:
         while not self._stopper.stopping:
