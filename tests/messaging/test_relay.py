@@ -159,8 +159,12 @@ def test_outbox_message_writes_the_json_the_envelope_model_would(event: Event) -
     # The raw driver hands the json column out as the text that was written.
     text = None if event.data is None else json.dumps(event.data, indent=1)
     from_driver = outbox_message({**row, "payload": text})
+    # SQLite's raw rows carry the time as the naive UTC text SQLAlchemy stored.
+    stored = event.time.astimezone(UTC).replace(tzinfo=None).isoformat(" ", "microseconds")
+    from_sqlite = outbox_message({**row, "payload": text, "occurred_at": stored})
 
-    for message in (from_session, from_driver):
+    assert from_sqlite.body == from_driver.body
+    for message in (from_session, from_driver, from_sqlite):
         assert json.loads(message.body) == expected
         assert list(json.loads(message.body)) == list(expected)  # the same field order
         assert Event.model_validate_json(message.body) == event

@@ -161,7 +161,6 @@ _SQLITE_MARK_PUBLISHED: Final = (
     "UPDATE outbox SET published_at = :now, attempts = attempts + 1, next_attempt_at = NULL, "
     "last_error = NULL WHERE seq IN (SELECT value FROM json_each(:seqs))"
 )
-_OCCURRED_AT: Final = _SQLITE_COLUMNS.index("occurred_at")
 
 
 def _sqlite_time(moment: datetime) -> str:
@@ -170,9 +169,8 @@ def _sqlite_time(moment: datetime) -> str:
 
 
 def _sqlite_row(values: tuple[Any, ...]) -> dict[str, Any]:
-    row = dict(zip(_SQLITE_COLUMNS, values, strict=True))
-    row["occurred_at"] = datetime.fromisoformat(values[_OCCURRED_AT]).replace(tzinfo=UTC)
-    return row
+    # ``occurred_at`` stays SQLite's text; `outbox_message` writes it without parsing.
+    return dict(zip(_SQLITE_COLUMNS, values, strict=True))
 
 
 # An outbox row as a session (``RowMapping``) or asyncpg (``Record``) hands it out.
@@ -821,7 +819,8 @@ def outbox_message(row: _Row, *, prefix: str = SUBJECT_PREFIX) -> Message:
     and ``model_dump_json`` cost more than publishing it): the fields of
     ``Event.model_dump_json(exclude_none=True)`` in the same order, the time in
     UTC with ``Z``, and the payload as stored. *row* may come from a session
-    (the payload decoded) or from the raw driver (the payload as JSON text).
+    (the payload decoded) or from the raw driver (the payload as JSON text; on
+    SQLite, ``occurred_at`` as the naive UTC text stored).
     """
     correlation_id = row["correlation_id"]
     headers = {CORRELATION_HEADER: correlation_id} if correlation_id else {}
@@ -839,12 +838,7 @@ def outbox_message(row: _Row, *, prefix: str = SUBJECT_PREFIX) -> Message:
     subject = row["subject"]
     if subject is not None:
         parts += (',"subject":', _json(subject))
-    occurred = row["occurred_at"].astimezone(UTC).isoformat()
-    parts += (
-        ',"time":"',
-        occurred.removesuffix("+00:00"),
-        'Z","datacontenttype":"application/json"',
-    )
+    parts += (',"time":"', _utc_text(row["occurred_at"]), 'Z","datacontenttype":"application/json"')
     payload = row["payload"]
     if payload is not None:
         parts += (',"data":', payload if isinstance(payload, str) else _json(payload))
@@ -863,6 +857,14 @@ def outbox_message(row: _Row, *, prefix: str = SUBJECT_PREFIX) -> Message:
         body="".join(parts).encode(),
         headers=headers,
     )
+
+
+def _utc_text(occurred: datetime | str) -> str:
+    """An aware datetime, or SQLite's stored naive-UTC text, as ``isoformat`` writes UTC."""
+    if isinstance(occurred, str):  # "YYYY-MM-DD HH:MM:SS.ffffff", from the raw driver
+        text = occurred.replace(" ", "T", 1)
+        return text.removesuffix(".000000")  # as isoformat leaves out zero microseconds
+    return occurred.astimezone(UTC).isoformat().removesuffix("+00:00")
 
 
 def _json(value: Any) -> str:
