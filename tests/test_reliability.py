@@ -7,7 +7,10 @@ succeeds. Afterwards:
 
 - every case the server acknowledged (a 201 reached the client) exists;
 - every key created exactly one case, and every case has exactly one
-  ``case.created`` outbox event: no retry did the work twice.
+  ``case.created`` outbox event: no retry did the work twice;
+- every outbox event is published, and the service's own consumer
+  (``activity__from_cases``) applied every ``case.created`` exactly once,
+  although killed relays published some of them again after the restart.
 
 The figures of a run are printed (``-s``) and recorded in docs/RELIABILITY.md.
 """
@@ -118,6 +121,38 @@ async def _stored(url: str) -> tuple[dict[str, int], dict[str, int]]:
     return cases, events
 
 
+async def _applied(url: str) -> tuple[int, dict[str, int]]:
+    """Outbox rows not yet published, and activity lines per ``case.created`` event."""
+    unpublished = (
+        sa.select(sa.func.count())
+        .select_from(tables.outbox)
+        .where(tables.outbox.c.published_at.is_(None))
+    )
+    lines_per_event = (
+        sa.select(tables.case_activity.c.event_id, sa.func.count())
+        .where(tables.case_activity.c.event_type == "case.created")
+        .group_by(tables.case_activity.c.event_id)
+    )
+    database = Database(url)
+    try:
+        async with database.reading() as session:
+            pending = (await session.execute(unpublished)).scalar_one()
+            lines = dict((await session.execute(lines_per_event)).all())
+    finally:
+        await database.dispose()
+    return pending, lines
+
+
+async def _until_applied(url: str, events: int) -> dict[str, int]:
+    """Wait for the running server to publish everything and apply every event."""
+    for _ in range(300):
+        pending, lines = await _applied(url)
+        if pending == 0 and len(lines) >= events:
+            return lines
+        await asyncio.sleep(0.2)
+    pytest.fail(f"{pending} events unpublished, {len(lines)} of {events} applied after 60 s")
+
+
 async def _run(tmp_path: Path, url: str, requests: int, kills: int) -> dict[str, int]:
     keys = [str(uuid.uuid4()) for _ in range(requests)]
     acknowledged: dict[str, str] = {}
@@ -148,6 +183,7 @@ async def _run(tmp_path: Path, url: str, requests: int, kills: int) -> dict[str,
             for key, case_id in before_kill.items():
                 replay = await _create(client, key)
                 assert replay == case_id, f"key {key} now answers another case"
+        applied = await _until_applied(url, requests)
         server.stop()
 
     cases, events = await _stored(url)
@@ -155,6 +191,8 @@ async def _run(tmp_path: Path, url: str, requests: int, kills: int) -> dict[str,
     assert set(cases.values()) == {1}, "a key created more than one case"
     assert set(events.values()) == {1}, "a case has more than one case.created event"
     assert set(events) == set(acknowledged.values())
+    assert len(applied) == requests
+    assert set(applied.values()) == {1}, "a case.created event was applied twice"
     figures = {
         "requests": requests,
         "kills": kills,
@@ -164,6 +202,8 @@ async def _run(tmp_path: Path, url: str, requests: int, kills: int) -> dict[str,
         "committed_but_unanswered": committed_unanswered,
         "lost": requests - len(cases),
         "duplicated": sum(count - 1 for count in cases.values()),
+        "events_applied": len(applied),
+        "applied_twice": sum(count - 1 for count in applied.values()),
     }
     print(f"\nreliability ({url.split(':', 1)[0]}): {figures}")
     return figures

@@ -658,6 +658,53 @@ async def test_on_sqlite_a_failure_in_a_pipelined_batch_keeps_its_aggregate_in_o
     assert (await outbox_row(database, a1.id))["attempts"] == 2
 
 
+class LockingBus(RecordingBus):
+    """Takes SQLite's write lock on another connection at the first publish it sees."""
+
+    def __init__(self, locker: sqlite3.Connection) -> None:
+        super().__init__()
+        self.locker = locker
+
+    async def publish(self, message: Message) -> None:
+        if not self.locker.in_transaction and not self.attempts:
+            self.locker.execute("BEGIN IMMEDIATE")
+        await super().publish(message)
+
+
+@only_sqlite
+async def test_on_sqlite_a_failure_that_cannot_be_written_is_claimed_and_tried_again(
+    database_url: str,
+) -> None:
+    database = Database(database_url, timeout=0.2)
+    locker = sqlite3.connect(
+        database_url.removeprefix("sqlite:///"), isolation_level=None, check_same_thread=False
+    )
+    bus = LockingBus(locker)
+    event = make_event("a")
+    bus.flaky[event.id] = 1
+    await add_events(database, event)
+    relay = OutboxRelay(database, bus, poll_interval=0.02, purge_interval=0)
+    running = asyncio.create_task(relay.run())
+    try:
+        # The failed publish's back-off cannot be written while the lock is held.
+        await eventually(lambda: _tried(bus, 1), "the first attempt")
+        await asyncio.sleep(0.5)
+        locker.execute("ROLLBACK")
+        await eventually(lambda: _has(bus, event.id), "the event goes out in a later round")
+        await eventually(lambda: _nothing_pending(database), "and is marked")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(running, WAIT_SECONDS)
+        locker.close()
+        await database.dispose()
+
+    assert bus.attempts == [event.id, event.id]
+
+
+async def _tried(bus: RecordingBus, times: int) -> bool:
+    return len(bus.attempts) >= times
+
+
 @only_sqlite
 async def test_on_sqlite_stop_writes_the_marks_still_waiting(
     database: Database, bus: RecordingBus

@@ -435,20 +435,27 @@ class OutboxRelay:
             marks.take(seqs)
             if next_round is _FULL:
                 self._next_claim = asyncio.create_task(self._claim_sqlite())
-        outcome = await self._publish(rows)
+        try:
+            outcome = await self._publish(rows)
+        except BaseException:
+            marks.release(seqs)
+            raise
         if pipelined and not outcome.failed and not outcome.parked:
             marks.add(outcome.published)
             return len(outcome.published), next_round
-        await self._drop_next_claim()
-        await marks.flush()
-        if not self._bus.durable:
-            # The in-process consumers this publish woke ask for SQLite's write lock
-            # before the relay's bookkeeping does: their commit is what users wait for.
-            for _ in range(_CONSUMERS_FIRST):
-                await asyncio.sleep(0)
-        async with self._db.transaction() as session:
-            await self._record(session, outcome)
-        marks.release(seqs)
+        try:
+            await self._drop_next_claim()
+            await marks.flush()
+            if not self._bus.durable:
+                # The in-process consumers this publish woke ask for SQLite's write lock
+                # before the relay's bookkeeping does: their commit is what users wait for.
+                for _ in range(_CONSUMERS_FIRST):
+                    await asyncio.sleep(0)
+            async with self._db.transaction() as session:
+                await self._record(session, outcome)
+        finally:
+            # Written, or to be claimed (and published) again: never skipped for good.
+            marks.release(seqs)
         return len(outcome.published), next_round
 
     async def _claim_sqlite(self) -> list[dict[str, Any]]:
@@ -464,10 +471,10 @@ class OutboxRelay:
         ]
 
     async def _drop_next_claim(self) -> None:
+        """Let the early claim finish (a read, not cancelled mid-statement) and forget it."""
         claiming = self._next_claim
         self._next_claim = None
         if claiming is not None:
-            claiming.cancel()
             await asyncio.gather(claiming, return_exceptions=True)
 
     async def _mark_published(self, seqs: list[int]) -> None:
