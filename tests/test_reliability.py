@@ -10,7 +10,7 @@ succeeds. Afterwards:
   ``case.created`` outbox event: no retry did the work twice;
 - every outbox event is published, and the service's own consumer
   (``activity__from_cases``) applied every ``case.created`` exactly once,
-  although killed relays published some of them again after the restart.
+  even where a killed relay had published one without marking it.
 
 The figures of a run are printed (``-s``) and recorded in docs/RELIABILITY.md.
 """
