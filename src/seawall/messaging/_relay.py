@@ -49,6 +49,8 @@ _CONSUMERS_FIRST = 4
 _AGAIN_SECONDS = 0.005
 # Attempts of one `_Marks` task at its update before it leaves the rows to the relay.
 _MARK_ATTEMPTS = 3
+# Batches a SQLite relay may publish ahead of its "published" updates before it waits.
+_UNMARKED_BATCHES = 4
 # Longest error text kept in ``outbox.last_error``.
 _ERROR_CHARS = 2000
 # First key of the transaction-scoped advisory locks that keep one aggregate on one relay.
@@ -243,7 +245,7 @@ class _Marks:
 
     def skip(self) -> str:
         """The claim's ``skip`` parameter: the taken sequence numbers as a JSON array."""
-        return json.dumps(sorted(self.taken)) if self.taken else "[]"
+        return json.dumps(list(self.taken)) if self.taken else "[]"
 
     async def flush(self) -> None:
         """Write every row added so far, after the write under way (if any).
@@ -414,9 +416,10 @@ class OutboxRelay:
 
         *pipelined*: while a full batch is being published, the next one is
         claimed, and `_Marks` writes the published rows while the next batch
-        goes out. A round with a failed or parked row drops the batch claimed
-        meanwhile (it may hold that row's later siblings) and writes every
-        outcome before the next claim, so those siblings see its back-off.
+        goes out, at most ``_UNMARKED_BATCHES`` batches behind. A round with a
+        failed or parked row drops the batch claimed meanwhile (it may hold that
+        row's later siblings) and writes every outcome before the next claim, so
+        those siblings see its back-off.
         """
         assert self._lease is not None
         assert self._marks is not None
@@ -424,6 +427,10 @@ class OutboxRelay:
         if not await self._lease.hold():
             await self._drop_next_claim()
             return 0, _IDLE
+        if len(marks.taken) >= _UNMARKED_BATCHES * self.batch_size:
+            # The updates fall behind (the lock is busy, the disk slow): wait for them
+            # rather than let the claim's skip list and a crash's re-publishes grow.
+            await marks.flush()
         claiming = self._next_claim
         self._next_claim = None
         rows = await (claiming or self._claim_sqlite())
