@@ -22,6 +22,7 @@ import random
 import signal
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -101,46 +102,34 @@ async def _settle(server: Server, keys: list[str], acknowledged: dict[str, str])
     pytest.fail(f"{len(pending)} keys never succeeded after the restart")
 
 
-async def _stored(url: str) -> tuple[dict[str, int], dict[str, int]]:
-    """Cases per title (one title per key) and case.created events per case."""
-    cases_per_title = sa.select(tables.cases.c.title, sa.func.count()).group_by(
-        tables.cases.c.title
-    )
-    events_per_case = (
-        sa.select(tables.outbox.c.aggregate_id, sa.func.count())
-        .where(tables.outbox.c.event_type == "case.created")
-        .group_by(tables.outbox.c.aggregate_id)
-    )
+async def _counts(url: str, column: sa.Column[str], *where: Any) -> dict[str, int]:
+    """Rows of *column*'s table per value of *column*, among those matching *where*.
+
+    Read through `Database.reading`: on SQLite it never waits for the server's writes.
+    """
+    query = sa.select(column, sa.func.count()).where(*where).group_by(column)
     database = Database(url)
     try:
-        async with database.sessions() as session:
-            cases = dict((await session.execute(cases_per_title)).all())
-            events = dict((await session.execute(events_per_case)).all())
+        async with database.reading() as session:
+            return dict((await session.execute(query)).all())
     finally:
         await database.dispose()
-    return cases, events
+
+
+async def _stored(url: str) -> tuple[dict[str, int], dict[str, int]]:
+    """Cases per title (one title per key) and case.created events per case."""
+    cases = await _counts(url, tables.cases.c.title)
+    created = tables.outbox.c.event_type == "case.created"
+    return cases, await _counts(url, tables.outbox.c.aggregate_id, created)
 
 
 async def _applied(url: str) -> tuple[int, dict[str, int]]:
     """Outbox rows not yet published, and activity lines per ``case.created`` event."""
-    unpublished = (
-        sa.select(sa.func.count())
-        .select_from(tables.outbox)
-        .where(tables.outbox.c.published_at.is_(None))
+    unpublished = await _counts(
+        url, tables.outbox.c.event_type, tables.outbox.c.published_at.is_(None)
     )
-    lines_per_event = (
-        sa.select(tables.case_activity.c.event_id, sa.func.count())
-        .where(tables.case_activity.c.event_type == "case.created")
-        .group_by(tables.case_activity.c.event_id)
-    )
-    database = Database(url)
-    try:
-        async with database.reading() as session:
-            pending = (await session.execute(unpublished)).scalar_one()
-            lines = dict((await session.execute(lines_per_event)).all())
-    finally:
-        await database.dispose()
-    return pending, lines
+    created = tables.case_activity.c.event_type == "case.created"
+    return sum(unpublished.values()), await _counts(url, tables.case_activity.c.event_id, created)
 
 
 async def _until_applied(url: str, events: int) -> dict[str, int]:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sqlite3
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -600,6 +602,17 @@ async def _count(bus: RecordingBus, wanted: int) -> bool:
 # -- SQLite's pipelined run ----------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def _running(relay: OutboxRelay) -> AsyncIterator[None]:
+    """Run *relay* (`OutboxRelay.run`) inside the block; stop it and wait for it after."""
+    task = asyncio.create_task(relay.run())
+    try:
+        yield
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+
 @only_sqlite
 async def test_on_sqlite_run_works_through_a_backlog_once_in_order_and_marks_every_row(
     database: Database, bus: RecordingBus
@@ -614,13 +627,9 @@ async def test_on_sqlite_run_works_through_a_backlog_once_in_order_and_marks_eve
             expected[aggregate].append(event.id)
     relay = OutboxRelay(database, bus, batch_size=4, poll_interval=30.0, purge_interval=0)
 
-    running = asyncio.create_task(relay.run())
-    try:
+    async with _running(relay):
         await eventually(lambda: _count(bus, 60), "every row is published")
         await eventually(lambda: _nothing_pending(database), "every row is marked")
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
 
     assert len(set(bus.ids)) == len(bus.ids) == 60
     assert _by_aggregate(bus) == expected
@@ -645,13 +654,9 @@ async def test_on_sqlite_a_failure_in_a_pipelined_batch_keeps_its_aggregate_in_o
         database, bus, batch_size=2, poll_interval=0.02, retry_base=0.05, purge_interval=0
     )
 
-    running = asyncio.create_task(relay.run())
-    try:
+    async with _running(relay):
         await eventually(lambda: _count(bus, 5), "every row is published")
         await eventually(lambda: _nothing_pending(database), "every row is marked")
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
 
     assert _by_aggregate(bus) == {"a": [a1.id, a2.id, a3.id], "b": [b1.id, b2.id]}
     assert bus.attempts.count(a1.id) == 2
@@ -668,13 +673,9 @@ async def test_on_sqlite_run_publishes_at_most_four_batches_ahead_of_its_marks(
     relay = OutboxRelay(
         database, bus, batch_size=2, poll_interval=30.0, purge_interval=0, mark_delay=30.0
     )
-    running = asyncio.create_task(relay.run())
-    try:
+    async with _running(relay):
         await eventually(lambda: _count(bus, 20), "every row is published")
         marked_while_running = 20 - (await outbox_lag(database)).pending
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
 
     assert marked_while_running >= 20 - 4 * 2
     assert bus.ids == [event.id for event in events]
@@ -706,17 +707,15 @@ async def test_on_sqlite_a_failure_that_cannot_be_written_is_claimed_and_tried_a
     bus.flaky[event.id] = 1
     await add_events(database, event)
     relay = OutboxRelay(database, bus, poll_interval=0.02, purge_interval=0)
-    running = asyncio.create_task(relay.run())
     try:
-        # The failed publish's back-off cannot be written while the lock is held.
-        await eventually(lambda: _tried(bus, 1), "the first attempt")
-        await asyncio.sleep(0.5)
-        locker.execute("ROLLBACK")
-        await eventually(lambda: _has(bus, event.id), "the event goes out in a later round")
-        await eventually(lambda: _nothing_pending(database), "and is marked")
+        async with _running(relay):
+            # The failed publish's back-off cannot be written while the lock is held.
+            await eventually(lambda: _tried(bus, 1), "the first attempt")
+            await asyncio.sleep(0.5)
+            locker.execute("ROLLBACK")
+            await eventually(lambda: _has(bus, event.id), "the event goes out in a later round")
+            await eventually(lambda: _nothing_pending(database), "and is marked")
     finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
         locker.close()
         await database.dispose()
 
@@ -733,14 +732,10 @@ async def test_on_sqlite_stop_writes_the_marks_still_waiting(
 ) -> None:
     event = make_event("a")
     relay = OutboxRelay(database, bus, poll_interval=30.0, purge_interval=0, mark_delay=30.0)
-    running = asyncio.create_task(relay.run())
-    try:
+    async with _running(relay):
         await add_events(database, event)
         await eventually(lambda: _has(bus, event.id), "the event is published")
         waiting = (await outbox_lag(database)).pending
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
 
     assert waiting == 1  # published, its mark held back for mark_delay
     assert (await outbox_lag(database)).pending == 0
@@ -757,19 +752,17 @@ async def test_on_sqlite_a_mark_that_finds_the_lock_taken_is_retried_and_nothing
     )
     first, second = make_event("a"), make_event("b")
     relay = OutboxRelay(database, bus, poll_interval=0.02, purge_interval=0, mark_delay=0.1)
-    running = asyncio.create_task(relay.run())
     try:
-        await add_events(database, first)
-        await eventually(lambda: _has(bus, first.id), "the first event is published")
-        await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # before its mark
-        await asyncio.sleep(1.0)  # rounds claim meanwhile; the marks fail and back off
-        locker.execute("ROLLBACK")
-        await add_events(database, second)
-        await eventually(lambda: _has(bus, second.id), "the second event is published")
-        await eventually(lambda: _nothing_pending(database), "both rows are marked")
+        async with _running(relay):
+            await add_events(database, first)
+            await eventually(lambda: _has(bus, first.id), "the first event is published")
+            await asyncio.to_thread(locker.execute, "BEGIN IMMEDIATE")  # before its mark
+            await asyncio.sleep(1.0)  # rounds claim meanwhile; the marks fail and back off
+            locker.execute("ROLLBACK")
+            await add_events(database, second)
+            await eventually(lambda: _has(bus, second.id), "the second event is published")
+            await eventually(lambda: _nothing_pending(database), "both rows are marked")
     finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
         locker.close()
         await database.dispose()
 
@@ -787,14 +780,10 @@ async def test_run_also_purges_old_published_rows(
         )
     relay = OutboxRelay(database, bus, poll_interval=30.0, purge_interval=30.0, clock=clock)
 
-    running = asyncio.create_task(relay.run())
-    try:
+    async with _running(relay):
         await eventually(
             lambda: _is_empty(database), "the purge loop removes the old published row"
         )
-    finally:
-        relay.stop()
-        await asyncio.wait_for(running, WAIT_SECONDS)
 
     assert bus.attempts == []
 
