@@ -664,20 +664,20 @@ async def test_on_sqlite_a_failure_in_a_pipelined_batch_keeps_its_aggregate_in_o
 
 
 @only_sqlite
-async def test_on_sqlite_run_publishes_at_most_four_batches_ahead_of_its_marks(
+async def test_on_sqlite_run_publishes_at_most_eight_batches_ahead_of_its_marks(
     database: Database, bus: RecordingBus
 ) -> None:
-    events = [make_event(f"agg{i}") for i in range(20)]
+    events = [make_event(f"agg{i}") for i in range(40)]
     await add_events(database, *events)
-    # The marks would wait 30 s; a relay four batches ahead writes them first.
+    # The marks would wait 30 s; a relay eight batches ahead writes them first.
     relay = OutboxRelay(
         database, bus, batch_size=2, poll_interval=30.0, purge_interval=0, mark_delay=30.0
     )
     async with _running(relay):
-        await eventually(lambda: _count(bus, 20), "every row is published")
-        marked_while_running = 20 - (await outbox_lag(database)).pending
+        await eventually(lambda: _count(bus, 40), "every row is published")
+        marked_while_running = 40 - (await outbox_lag(database)).pending
 
-    assert marked_while_running >= 20 - 4 * 2
+    assert marked_while_running >= 40 - 8 * 2
     assert bus.ids == [event.id for event in events]
 
 

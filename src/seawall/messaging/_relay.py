@@ -50,7 +50,7 @@ _AGAIN_SECONDS = 0.005
 # Attempts of one `_Marks` task at its update before it leaves the rows to the relay.
 _MARK_ATTEMPTS = 3
 # Batches a SQLite relay may publish ahead of its "published" updates before it waits.
-_UNMARKED_BATCHES = 4
+_UNMARKED_BATCHES = 8
 # Longest error text kept in ``outbox.last_error``.
 _ERROR_CHARS = 2000
 # First key of the transaction-scoped advisory locks that keep one aggregate on one relay.
