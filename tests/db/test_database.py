@@ -339,3 +339,12 @@ async def test_sqlite_statement_errors_are_sqlalchemy_s_without_the_parameters(
 
     assert "s3cret" not in str(missing.value)
     assert "SELECT n FROM nowhere" in str(missing.value)
+
+
+async def test_sqlite_statement_refuses_another_database() -> None:
+    database = Database("postgresql://127.0.0.1:1/none")
+    try:
+        with pytest.raises(ValueError, match="needs a SQLite database, not postgresql"):
+            await sqlite_statement(database, "SELECT 1")
+    finally:
+        await database.dispose()

@@ -111,8 +111,8 @@ async def sqlite_statement(
     """Run one SQL statement on a pooled SQLite connection's aiosqlite driver; return its rows.
 
     The statement is a transaction of its own (SQLite's autocommit), sent in one
-    hop to aiosqlite's thread: a session's transaction costs three more (``BEGIN``,
-    the cursor's close, ``COMMIT``). A read sees one snapshot; a write has
+    hop to aiosqlite's thread: a session's transaction costs four more (``BEGIN``,
+    the cursor's creation and close, ``COMMIT``). A read sees one snapshot; a write has
     committed, and on this database's ``synchronous=FULL`` been synced, when this
     returns. With *write*, it waits for this process's write turn first
     (`Database.write_turn`), as `Database.transaction` does.
@@ -121,9 +121,12 @@ async def sqlite_statement(
     (timestamps are text, JSON is text).
 
     Raises:
+        ValueError: *database* is not SQLite.
         sqlalchemy.exc.DBAPIError: the driver's error, translated (its statement
             kept, its parameters never).
     """
+    if database.dialect != "sqlite":
+        raise ValueError(f"sqlite_statement needs a SQLite database, not {database.dialect}")
     turn = database.write_turn() if write else contextlib.nullcontext()
     async with turn, database.engine.connect() as connection:
         driver: Any = (await connection.get_raw_connection()).driver_connection
