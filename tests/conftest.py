@@ -24,6 +24,9 @@ from seawall.app import create_app
 from seawall.config import Settings
 from seawall.db import Database, metadata, migrate
 
+# The CLI tests' fixtures (isolated environment, restored logging, a migrated file).
+pytest_plugins = ["tests.cli_fixtures"]
+
 POSTGRES_URL = os.environ.get("SEAWALL_TEST_POSTGRES_URL", "postgresql://127.0.0.1:5432/test")
 REDIS_URL = os.environ.get("SEAWALL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 

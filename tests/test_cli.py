@@ -29,20 +29,7 @@ DATABASE_PASSWORD = "hunter2"
 REDIS_PASSWORD = "pw"
 COMMAND_TIMEOUT_SECONDS = 60
 
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SEAWALL_* variable, .env file or secrets directory of the host leaks in."""
-    for name in list(os.environ):
-        if name.upper().startswith("SEAWALL_"):
-            monkeypatch.delenv(name)
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    monkeypatch.setenv("SEAWALL_SECRETS_DIR", str(secrets))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
+pytestmark = pytest.mark.usefixtures("isolated_environment")
 
 
 @pytest.fixture

@@ -4,15 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-import os
-import shutil
 from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import pytest
-import structlog
 from typer.testing import CliRunner
 
 from seawall.auth import ApiKeys, AuthenticationFailed
@@ -23,40 +18,7 @@ from tests.test_cli_messaging import _dead_letter
 
 T = TypeVar("T")
 
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """No SEAWALL_* variable, .env file or secrets directory of the host leaks in."""
-    for name in list(os.environ):
-        if name.upper().startswith("SEAWALL_"):
-            monkeypatch.delenv(name)
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    monkeypatch.setenv("SEAWALL_SECRETS_DIR", str(secrets))
-    monkeypatch.chdir(tmp_path)
-
-
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """Undo what the commands' `configure_logging` does to this process."""
-    names = ("", "aiosqlite")
-    saved = {name: (lg.handlers[:], lg.level) for name in names for lg in [logging.getLogger(name)]}
-    config = structlog.get_config()
-    yield
-    for name, (handlers, level) in saved.items():
-        logging.getLogger(name).handlers[:] = handlers
-        logging.getLogger(name).setLevel(level)
-    structlog.configure(**config)
-
-
-@pytest.fixture
-def database_file(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A migrated SQLite file, named by SEAWALL_DATABASE_URL; returns its URL."""
-    target = tmp_path / "cli.db"
-    shutil.copyfile(sqlite_template, target)
-    url = f"sqlite:///{target}"
-    monkeypatch.setenv("SEAWALL_DATABASE_URL", url)
-    return url
+pytestmark = pytest.mark.usefixtures("isolated_environment", "logging_restored")
 
 
 def _seawall(*args: str) -> tuple[int, str, str]:

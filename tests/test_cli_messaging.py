@@ -10,18 +10,15 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
-import shutil
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
-import structlog
 from typer.testing import CliRunner
 
 from seawall.cli import app
@@ -33,50 +30,7 @@ from tests.messaging.conftest import RecordingBus
 COMMAND_TIMEOUT_SECONDS = 60
 T = TypeVar("T")
 
-
-@pytest.fixture(autouse=True)
-def isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
-    """No SEAWALL_* variable, .env file or secrets directory of the host leaks in."""
-    for name in list(os.environ):
-        if name.upper().startswith("SEAWALL_"):
-            monkeypatch.delenv(name)
-    secrets = tmp_path / "secrets"
-    secrets.mkdir()
-    monkeypatch.setenv("SEAWALL_SECRETS_DIR", str(secrets))
-    work = tmp_path / "work"
-    work.mkdir()
-    monkeypatch.chdir(work)
-    return work
-
-
-@pytest.fixture(autouse=True)
-def logging_restored() -> Iterator[None]:
-    """Undo what the commands' `configure_logging` does to this process."""
-    names = ("", "aiosqlite", "uvicorn", "uvicorn.error", "uvicorn.access")
-    saved = {
-        name: (lg.handlers[:], lg.level, lg.propagate, lg.disabled)
-        for name in names
-        for lg in [logging.getLogger(name)]
-    }
-    config = structlog.get_config()
-    yield
-    logging.captureWarnings(False)
-    for name, (handlers, level, propagate, disabled) in saved.items():
-        lg = logging.getLogger(name)
-        lg.handlers[:] = handlers
-        lg.setLevel(level)
-        lg.propagate, lg.disabled = propagate, disabled
-    structlog.configure(**config)
-
-
-@pytest.fixture
-def database_file(sqlite_template: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A migrated SQLite file, named by SEAWALL_DATABASE_URL; returns its URL."""
-    target = tmp_path / "cli.db"
-    shutil.copyfile(sqlite_template, target)
-    url = f"sqlite:///{target}"
-    monkeypatch.setenv("SEAWALL_DATABASE_URL", url)
-    return url
+pytestmark = pytest.mark.usefixtures("isolated_environment", "logging_restored")
 
 
 class _Result:

@@ -15,12 +15,9 @@ import sqlalchemy as sa
 
 from seawall.db import Database, cases, outbox
 from seawall.testing import FakeCRM
-from tests.test_cli_messaging import (  # noqa: F401 - fixtures
-    _seawall,
-    database_file,
-    isolated_environment,
-    logging_restored,
-)
+from tests.test_cli_messaging import _seawall
+
+pytestmark = pytest.mark.usefixtures("isolated_environment", "logging_restored")
 
 KILL_TIMEOUT_SECONDS = 60.0
 
@@ -61,7 +58,7 @@ def synced(url: str) -> tuple[int, int, int]:
 
 def test_sync_crm_applies_the_feed_and_prints_a_summary(
     crm_fake: FakeCRM,
-    database_file: str,  # noqa: F811 - the imported fixture
+    database_file: str,
 ) -> None:
     crm_fake.add_tickets(120)
 
@@ -75,7 +72,7 @@ def test_sync_crm_applies_the_feed_and_prints_a_summary(
 
 
 def test_sync_crm_without_a_crm_says_what_to_set(
-    database_file: str,  # noqa: F811 - the imported fixture
+    database_file: str,
 ) -> None:
     result = _seawall("sync", "crm")
 
@@ -85,7 +82,7 @@ def test_sync_crm_without_a_crm_says_what_to_set(
 
 def test_sync_crm_stops_with_code_1_when_the_crm_refuses(
     crm_fake: FakeCRM,
-    database_file: str,  # noqa: F811 - the imported fixture
+    database_file: str,
 ) -> None:
     crm_fake.add_tickets(10)
     crm_fake.chaos.fail_next(1, status=400, path_prefix="/api/v1/changes")
@@ -99,7 +96,7 @@ def test_sync_crm_stops_with_code_1_when_the_crm_refuses(
 
 def test_a_full_sync_killed_between_pages_resumes_with_every_ticket_applied_once(
     crm_fake: FakeCRM,
-    database_file: str,  # noqa: F811 - the imported fixture
+    database_file: str,
 ) -> None:
     crm_fake.add_tickets(1000)
     # Slow pages: the process is surely killed halfway through the feed.

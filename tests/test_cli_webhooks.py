@@ -15,18 +15,15 @@ from pydantic import SecretStr
 from seawall.db import Database, outbox, webhook_events
 from seawall.testing import FakePaymentGateway
 from seawall.webhooks import WebhookFilter, WebhookLog, WebhookProvider, WebhookReceiver
-from tests.test_cli_messaging import (  # noqa: F401 - fixtures
-    _seawall,
-    database_file,
-    isolated_environment,
-    logging_restored,
-)
+from tests.test_cli_messaging import _seawall
+
+pytestmark = pytest.mark.usefixtures("isolated_environment", "logging_restored")
 
 SECRET = "cli-s3cret"
 
 
 @pytest.fixture
-def migrated(database_file: str) -> str:  # noqa: F811 - the imported fixture
+def migrated(database_file: str) -> str:
     """The migrated SQLite file's async URL (the file is SEAWALL_DATABASE_URL too)."""
     return database_file.replace("sqlite://", "sqlite+aiosqlite://")
 
