@@ -14,8 +14,14 @@ import sqlalchemy as sa
 from sqlalchemy import event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
-from sqlalchemy.exc import DBAPIError, DisconnectionError, OperationalError, SQLAlchemyError
+from sqlalchemy.engine import Dialect, make_url
+from sqlalchemy.exc import (
+    DBAPIError,
+    DisconnectionError,
+    OperationalError,
+    SQLAlchemyError,
+    StatementError,
+)
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -261,6 +267,17 @@ def _check_connections_at_checkout(engine: AsyncEngine) -> None:
             raise DisconnectionError("the server closed this pooled connection")
 
 
+def sqlite_error(statement: str, exc: sqlite3.Error, dialect: Dialect) -> StatementError:
+    """The SQLAlchemy error a session would raise for the driver's *exc* (pure).
+
+    For statements sent to the sqlite3/aiosqlite connection directly. The statement
+    is kept, never its parameters (they hold request bodies).
+    """
+    return DBAPIError.instance(
+        statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect
+    )
+
+
 def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     @event.listens_for(engine.sync_engine, "connect")
     def _on_connect(dbapi_connection: Any, _record: Any) -> None:
@@ -291,9 +308,7 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
         try:
             await_(driver.execute_fetchall(statement))  # one hop
         except sqlite3.Error as exc:
-            raise DBAPIError.instance(
-                statement, None, exc, sqlite3.Error, hide_parameters=True, dialect=conn.dialect
-            ) from exc
+            raise sqlite_error(statement, exc, conn.dialect) from exc
 
     @event.listens_for(engine.sync_engine, "reset")
     def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:

@@ -24,7 +24,7 @@ import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Dialect
 
-from seawall.db._database import Database
+from seawall.db._database import Database, sqlite_error
 
 __all__ = [
     "RawStatement",
@@ -133,9 +133,7 @@ async def sqlite_statement(
         try:
             return list(await driver.execute_fetchall(sql, parameters))
         except sqlite3.Error as exc:
-            raise sa_exc.DBAPIError.instance(
-                sql, None, exc, sqlite3.Error, hide_parameters=True, dialect=connection.dialect
-            ) from exc
+            raise sqlite_error(sql, exc, connection.dialect) from exc
 
 
 def unusable(driver: Any) -> bool:

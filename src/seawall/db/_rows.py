@@ -27,10 +27,10 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from seawall.db._database import sqlite_error
 from seawall.db._raw import UnnestInsert, translate_error
 
 __all__ = ["insert_rows"]
@@ -157,9 +157,7 @@ async def insert_rows(
             cursor = await driver.executemany(statement.sql, arguments)
             await cursor.close()
     except sqlite3.Error as exc:
-        raise sa_exc.DBAPIError.instance(
-            statement.sql, None, exc, sqlite3.Error, hide_parameters=True, dialect=dialect
-        ) from exc
+        raise sqlite_error(statement.sql, exc, dialect) from exc
     except Exception as exc:
         translated = translate_error(exc, statement.sql)
         if translated is not None:
