@@ -86,10 +86,16 @@ _PG_SELECTED: Final = tuple(
 # with rows that may not go). Then keep a candidate only when no earlier row of
 # its aggregate is pending outside this batch (one another relay holds: without
 # this check a later row overtook it, as one run in five of the many-loops test
-# showed), and take its aggregate's advisory lock. The lock is taken on the CTE's
-# own columns, so it runs on at most batch-size rows whatever join the planner
-# picks, never on a scan of the whole table (a backlog would fill the lock
-# table). A row left out stays row-locked and unpublished until this round ends.
+# showed), and only when this round gets its aggregate's advisory lock.
+#
+# The lock is tried once per aggregate (`locked`), never once per row: tried per
+# row, it could fail for an aggregate's earlier row and succeed for its later one
+# within one statement, when the relay holding it committed in between (its
+# commit is visible to others a moment before its locks are released), and the
+# later row went out first (seen once in CI in the many-loops test). It runs on
+# the CTE's own rows, at most batch-size of them, never on a scan of the whole
+# table (a backlog would fill the lock table). A row left out stays row-locked
+# and unpublished until this round ends.
 _PG_CLAIM: Final = f"""
 WITH candidates AS (
     SELECT o.seq, o.aggregate_type, o.aggregate_id FROM outbox AS o
@@ -106,19 +112,29 @@ WITH candidates AS (
     ORDER BY o.seq LIMIT $2
     FOR UPDATE SKIP LOCKED
 ),
+eligible AS MATERIALIZED (
+    SELECT c.seq, c.aggregate_type, c.aggregate_id FROM candidates AS c
+    WHERE NOT EXISTS (
+        SELECT 1 FROM outbox AS earlier
+        WHERE earlier.aggregate_type = c.aggregate_type
+          AND earlier.aggregate_id = c.aggregate_id
+          AND earlier.seq < c.seq
+          AND earlier.published_at IS NULL AND earlier.parked_at IS NULL
+          AND earlier.seq NOT IN (SELECT seq FROM candidates)
+        OFFSET 0)
+),
+locked AS MATERIALIZED (
+    SELECT e.aggregate_type, e.aggregate_id FROM eligible AS e
+    GROUP BY e.aggregate_type, e.aggregate_id
+    HAVING pg_try_advisory_xact_lock(
+        {_AGGREGATE_LOCK_SPACE}, hashtext(e.aggregate_type || ':' || e.aggregate_id))
+),
 taken AS (
     SELECT {", ".join(_PG_SELECTED)}
-    FROM outbox AS o JOIN candidates AS c ON c.seq = o.seq
-    WHERE NOT EXISTS (
-              SELECT 1 FROM outbox AS earlier
-              WHERE earlier.aggregate_type = c.aggregate_type
-                AND earlier.aggregate_id = c.aggregate_id
-                AND earlier.seq < c.seq
-                AND earlier.published_at IS NULL AND earlier.parked_at IS NULL
-                AND earlier.seq NOT IN (SELECT seq FROM candidates)
-              OFFSET 0)
-      AND pg_try_advisory_xact_lock(
-              {_AGGREGATE_LOCK_SPACE}, hashtext(c.aggregate_type || ':' || c.aggregate_id))
+    FROM outbox AS o
+    JOIN eligible AS e ON e.seq = o.seq
+    JOIN locked AS l
+      ON l.aggregate_type = e.aggregate_type AND l.aggregate_id = e.aggregate_id
 )
 -- One row at least: the candidates' count comes back even when none was taken.
 SELECT taken.*, (SELECT count(*) FROM candidates) AS candidates
