@@ -22,6 +22,7 @@ import sqlalchemy as sa
 from nats.aio.client import Client
 from nats.js import JetStreamContext, api
 from sqlalchemy.ext.asyncio import AsyncSession
+from structlog.testing import capture_logs
 
 from seawall.config import Settings
 from seawall.db import Database, inbox
@@ -385,6 +386,16 @@ async def test_start_fails_when_no_server_listens() -> None:
     assert (await bus.health())["status"] == "down"
 
 
+async def test_closing_the_bus_is_not_reported_as_a_disconnection(nt: NatsTest) -> None:
+    bus = await nt.started()
+
+    with capture_logs() as logs:
+        await bus.close()
+
+    assert [line["event"] for line in logs if line["log_level"] != "debug"] == ["nats_closed"]
+    assert logs[-1]["log_level"] == "info"
+
+
 async def test_publish_during_an_outage_fails_for_now_and_a_retry_is_stored_once(
     private_server: PrivateNatsServer,
 ) -> None:
@@ -393,8 +404,10 @@ async def test_publish_during_an_outage_fails_for_now_and_a_retry_is_stored_once
     try:
         bus = await nt.started(publish_timeout=1.0)
         await bus.publish(message_of(case_event("c1"), nt.prefix))
-        private_server.stop()
-        await eventually(bus.health, until=lambda health: health["status"] == "down")
+        with capture_logs() as logs:
+            private_server.stop()
+            await eventually(bus.health, until=lambda health: health["status"] == "down")
+        assert {"event": "nats_disconnected", "log_level": "warning"} in logs
         during = message_of(case_event("c2"), nt.prefix)
 
         with pytest.raises(PublishError) as caught:

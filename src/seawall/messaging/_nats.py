@@ -140,7 +140,11 @@ class NatsBus(Bus):
             log.warning("nats_error", error=type(exc).__name__)
 
         async def on_disconnected() -> None:
-            log.warning("nats_disconnected")
+            # nats-py calls this on its own close() too: a bus that stops is no warning.
+            if nc.is_closed:
+                log.info("nats_closed")
+            else:
+                log.warning("nats_disconnected")
 
         async def on_reconnected() -> None:
             log.info("nats_reconnected")
