@@ -172,6 +172,60 @@ def test_outbox_message_writes_the_json_the_envelope_model_would(event: Event) -
         assert Event.model_validate_json(message.body) == event
 
 
+_AWKWARD_EVENTS = [
+    Event.create(
+        "case.created",
+        source="/seawall/cases",
+        subject='c "1" \\ Drücker — 印刷機 🎉',
+        data={"title": "Drücker \n\t\u0001 \u2028", "n": 1.5, "none": None, "list": [1, "a"]},
+        correlation_id="corr-ü",
+        causation_id="cause\u001f\x7f",
+    ),
+    Event.create(
+        "case.closed",
+        source="/seawall/cases",
+        subject="c2",
+        time=datetime(2026, 12, 6, 19, 0, tzinfo=UTC),  # no fraction in the text
+        data=None,
+    ),
+    Event.create(
+        "case.noted",
+        source="/acme/Billing Svc/",
+        time=datetime(1999, 1, 2, 3, 4, 5, 60, tzinfo=UTC),
+        data={},
+        causation_id="cause-1",
+    ),
+]
+
+
+async def test_the_database_writes_the_envelope_to_the_bytes_outbox_message_would(
+    database: Database, bus: RecordingBus
+) -> None:
+    events = _AWKWARD_EVENTS
+    async with database.transaction() as session:
+        for event in events:  # the last has no subject
+            await Outbox().add(session, event, aggregate_id=event.subject or "a3")
+    await OutboxRelay(database, bus).relay_once()
+    async with database.sessions() as session:
+        # The payload's text as written, which the relay sends on.
+        query = sa.select(outbox.c.event_id, sa.cast(outbox.c.payload, sa.Text))
+        stored = dict((await session.execute(query)).all())
+
+    published = {message.id: message for message in bus.published}
+    assert sorted(published) == sorted(event.id for event in events)
+    for event in events:
+        row = {**await outbox_row(database, event.id), "payload": stored[event.id]}
+        if event.data is None:
+            assert row["payload"] in (None, "null")  # SQL NULL or JSON null: both "no data"
+        expected = outbox_message(row)
+        assert published[event.id].body == expected.body
+        assert (published[event.id].subject, published[event.id].headers) == (
+            expected.subject,
+            expected.headers,
+        )
+        assert Event.model_validate_json(published[event.id].body) == event
+
+
 async def test_events_of_one_aggregate_are_published_in_insert_order(
     database: Database, bus: RecordingBus
 ) -> None:

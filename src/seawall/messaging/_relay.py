@@ -72,12 +72,80 @@ _SELECTED = (
 )
 
 
-# The payload as the JSON text stored: SQLAlchemy's pool registers a JSON codec on
-# its asyncpg connections, which would decode what the relay only passes on.
-_PG_SELECTED: Final = tuple(
-    "o.payload::TEXT AS payload" if column.name == "payload" else f"o.{column.name}"
-    for column in _SELECTED
+# What a relay round reads of each row: the envelope's JSON comes written by the
+# database (`_envelope_sql`), so the relay's own thread, which also publishes, only
+# sends it on.
+_CLAIMED: Final = (
+    "seq",
+    "event_id",
+    "event_type",
+    "source",
+    "aggregate_type",
+    "aggregate_id",
+    "correlation_id",
+    "attempts",
+    "envelope",
 )
+
+
+def _envelope_sql(dialect: str, alias: str) -> str:
+    """The SQL expression of a row's envelope JSON, as `outbox_message` writes it.
+
+    The same bytes: the fields of ``Event.model_dump_json(exclude_none=True)`` in
+    its order, strings escaped as ``json.encoder.encode_basestring`` does (SQLite's
+    ``json_quote`` and PostgreSQL's ``to_json`` escape alike), the time in UTC
+    with ``Z`` and without a zero fraction, and the payload as stored. The
+    database builds it in C, beside the thread that publishes (on SQLite in the
+    driver's thread, which lets go of the interpreter lock meanwhile).
+    """
+    column = functools.partial("{}.{}".format, alias)
+    if dialect == "postgresql":
+        quote = "to_json({})::TEXT".format
+        moment = column("occurred_at")
+        time = (
+            f"to_char({moment} AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS') || "
+            f"CASE WHEN to_char({moment}, 'US') = '000000' THEN '' "
+            f"ELSE to_char({moment}, '.US') END"
+        )
+        payload = f"{column('payload')}::TEXT"
+    else:  # SQLite: the naive UTC text SQLAlchemy stored, "YYYY-MM-DD HH:MM:SS.ffffff"
+        quote = "json_quote({})".format
+        stored = column("occurred_at")
+        time = (
+            f"replace(substr({stored}, 1, 19), ' ', 'T') || "
+            f"CASE WHEN substr({stored}, 20) IN ('', '.000000') THEN '' "
+            f"ELSE substr({stored}, 20) END"
+        )
+        payload = column("payload")
+
+    def optional(key: str, name: str, value: str) -> str:
+        return f"CASE WHEN {column(name)} IS NULL THEN '' ELSE ',\"{key}\":' || {value} END"
+
+    return " || ".join(
+        (
+            """'{"specversion":"1.0","id":'""",
+            quote(column("event_id")),
+            """',"source":'""",
+            quote(column("source")),
+            """',"type":'""",
+            quote(column("event_type")),
+            optional("subject", "subject", quote(column("subject"))),
+            f"""',"time":"' || {time} || 'Z","datacontenttype":"application/json"'""",
+            optional("data", "payload", payload),
+            optional("correlationid", "correlation_id", quote(column("correlation_id"))),
+            optional("causationid", "causation_id", quote(column("causation_id"))),
+            "'}'",
+        )
+    )
+
+
+def _claimed_sql(dialect: str, alias: str) -> str:
+    """The select list of a relay round (`_CLAIMED`) over the outbox as *alias*."""
+    return ", ".join(
+        f"{_envelope_sql(dialect, alias)} AS envelope" if name == "envelope" else f"{alias}.{name}"
+        for name in _CLAIMED
+    )
+
 
 # PostgreSQL's round, on the raw connection ($1 = now, $2 = batch size).
 #
@@ -130,7 +198,7 @@ locked AS MATERIALIZED (
         {_AGGREGATE_LOCK_SPACE}, hashtext(e.aggregate_type || ':' || e.aggregate_id))
 ),
 taken AS (
-    SELECT {", ".join(_PG_SELECTED)}
+    SELECT {_claimed_sql("postgresql", "o")}
     FROM outbox AS o
     JOIN eligible AS e ON e.seq = o.seq
     JOIN locked AS l
@@ -158,9 +226,8 @@ _PG_MARK_PARKED: Final = (
 # :skip is a JSON array of the sequence numbers this relay has claimed and not yet
 # marked (`_Marks`): one parameter whatever their number. Timestamps are compared
 # as the text SQLAlchemy stores (`_sqlite_time`).
-_SQLITE_COLUMNS: Final = tuple(column.name for column in _SELECTED)
 _SQLITE_CLAIM: Final = f"""
-SELECT {", ".join(_SQLITE_COLUMNS)} FROM outbox WHERE seq IN (
+SELECT {_claimed_sql("sqlite", "outbox")} FROM outbox WHERE seq IN (
     SELECT o.seq FROM outbox AS o
     WHERE o.published_at IS NULL AND o.parked_at IS NULL
       AND (o.next_attempt_at IS NULL OR o.next_attempt_at <= :now)
@@ -187,8 +254,7 @@ def _sqlite_time(moment: datetime) -> str:
 
 
 def _sqlite_row(values: tuple[Any, ...]) -> dict[str, Any]:
-    # ``occurred_at`` stays SQLite's text; `outbox_message` writes it without parsing.
-    return dict(zip(_SQLITE_COLUMNS, values, strict=True))
+    return dict(zip(_CLAIMED, values, strict=True))
 
 
 # An outbox row as a session (``RowMapping``) or asyncpg (``Record``) hands it out.
@@ -845,48 +911,64 @@ async def outbox_lag(database: Database, *, now: datetime | None = None) -> Outb
 def outbox_message(row: _Row, *, prefix: str = SUBJECT_PREFIX) -> Message:
     """Build the bus message of an outbox row: the envelope's JSON on its subject.
 
-    The JSON is written here rather than by rebuilding the `Event` (validation
-    and ``model_dump_json`` cost more than publishing it): the fields of
-    ``Event.model_dump_json(exclude_none=True)`` in the same order, the time in
-    UTC with ``Z``, and the payload as stored. *row* may come from a session
-    (the payload decoded) or from the raw driver (the payload as JSON text; on
-    SQLite, ``occurred_at`` as the naive UTC text stored).
+    A relay's row carries the envelope as the database wrote it (``envelope``,
+    see `_envelope_sql`); any other row (from a session, or the raw driver) has it
+    written here, to the same bytes, rather than by rebuilding the `Event`
+    (validation and ``model_dump_json`` cost more than publishing it). Inside a
+    publish span, its trace context is added as the CloudEvents distributed
+    tracing extension (consumers read it back).
     """
     correlation_id = row["correlation_id"]
     headers = {CORRELATION_HEADER: correlation_id} if correlation_id else {}
-    # Inside the relay's publish span, its trace context rides in the envelope as
-    # the CloudEvents distributed-tracing extension (consumers read it back).
     inject_trace_context(headers)
+    envelope: str | None = row.get("envelope")
+    if envelope is None:
+        envelope = _envelope(row)
+    traced = [
+        f',"{name}":{_quoted(value)}'
+        for name in ("traceparent", "tracestate")
+        if (value := headers.get(name)) is not None
+    ]
+    if traced:
+        envelope = f"{envelope[:-1]}{''.join(traced)}}}"
+    return Message(
+        id=row["event_id"],
+        subject=f"{prefix}.{_context(row['source'])}.{row['event_type']}",
+        body=envelope.encode(),
+        headers=headers,
+    )
+
+
+def _envelope(row: _Row) -> str:
+    """The envelope JSON of a row without one (`outbox_message`).
+
+    *row* may come from a session (the payload decoded) or from the raw driver
+    (the payload as JSON text; on SQLite, ``occurred_at`` as the naive UTC text
+    stored).
+    """
     parts = [
         '{"specversion":"1.0","id":',
-        _json(row["event_id"]),
+        _quoted(row["event_id"]),
         ',"source":',
-        _json(row["source"]),
+        _quoted(row["source"]),
         ',"type":',
-        _json(row["event_type"]),
+        _quoted(row["event_type"]),
     ]
     subject = row["subject"]
     if subject is not None:
-        parts += (',"subject":', _json(subject))
+        parts += (',"subject":', _quoted(subject))
     parts += (',"time":"', _utc_text(row["occurred_at"]), 'Z","datacontenttype":"application/json"')
     payload = row["payload"]
     if payload is not None:
         parts += (',"data":', payload if isinstance(payload, str) else _json(payload))
     for name, value in (
-        ("correlationid", correlation_id),
+        ("correlationid", row["correlation_id"]),
         ("causationid", row["causation_id"]),
-        ("traceparent", headers.get("traceparent")),
-        ("tracestate", headers.get("tracestate")),
     ):
         if value is not None:
-            parts += (f',"{name}":', _json(value))
+            parts += (f',"{name}":', _quoted(value))
     parts.append("}")
-    return Message(
-        id=row["event_id"],
-        subject=f"{prefix}.{_context(row['source'])}.{row['event_type']}",
-        body="".join(parts).encode(),
-        headers=headers,
-    )
+    return "".join(parts)
 
 
 def _utc_text(occurred: datetime | str) -> str:
@@ -898,13 +980,13 @@ def _utc_text(occurred: datetime | str) -> str:
 
 
 def _json(value: Any) -> str:
-    """*value* as compact JSON; strings (most fields) through the encoder's C escaper."""
-    if type(value) is str:
-        return _quoted(value)
+    """A decoded payload as compact JSON."""
     return json.dumps(value, separators=(",", ":"))
 
 
-_quoted: Callable[[str], str] = json.encoder.encode_basestring_ascii
+# A JSON string as pydantic, SQLite's json_quote and PostgreSQL's to_json write it:
+# non-ASCII characters as they are, control characters escaped (the C escaper).
+_quoted: Callable[[str], str] = json.encoder.encode_basestring
 _context = functools.lru_cache(maxsize=1024)(context_of)
 
 
