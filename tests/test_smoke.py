@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import uuid
@@ -97,6 +98,51 @@ def test_serve_answers_the_cases_api_over_http(server: Server) -> None:
     assert "text/html" in docs.headers["content-type"]
     assert openapi.status_code == 200
     assert openapi.json()["info"]["title"] == "seawall cases service"
+
+
+_NOT_HTTP = [
+    b"GARBAGE\r\n\r\n",
+    b"GET /cases HTTP/1.1\r\nHost: x\r\nBad Header: 1\r\n\r\n",  # a space in a name
+    b"POST /cases HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+    b"GET /cases HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+]
+
+
+def _raw_exchange(base_url: str, request: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Send *request* on a new connection and read the answer until the server closes it."""
+    host, port = httpx.URL(base_url).host, httpx.URL(base_url).port
+    assert port is not None
+    with socket.create_connection((host, port), timeout=10.0) as connection:
+        connection.sendall(request)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    status_line, *header_lines = head.decode("latin-1").split("\r\n")
+    headers = dict(line.lower().split(": ", 1) for line in header_lines)
+    return int(status_line.split()[1]), headers, body
+
+
+@pytest.mark.parametrize("request_bytes", _NOT_HTTP, ids=["garbage", "space", "chunk", "length"])
+def test_serve_answers_bytes_that_are_not_http_with_a_problem_and_closes(
+    server: Server, request_bytes: bytes
+) -> None:
+    server.wait_until_ready("smoke-ready")
+
+    status, headers, body = _raw_exchange(server.base_url, request_bytes)
+
+    assert status == 400
+    assert headers["content-type"] == "application/problem+json"
+    assert headers["connection"] == "close"
+    assert int(headers["content-length"]) == len(body)
+    assert json.loads(body) == {
+        "type": "urn:seawall:problem:malformed-http",
+        "title": "Bad Request",
+        "status": 400,
+        "detail": "The request is not valid HTTP/1.1; the connection was closed.",
+    }
+    with httpx.Client(base_url=server.base_url, timeout=10.0) as http:
+        assert http.get("/cases").status_code == 200  # the server goes on
 
 
 def test_serve_stops_cleanly_on_sigterm_with_json_logs_that_carry_ids_and_no_secrets(

@@ -88,7 +88,7 @@ def serve(
     # Imported here so that `seawall version` and `config show` stay fast.
     import uvicorn  # noqa: PLC0415
 
-    from seawall.app import create_app  # noqa: PLC0415
+    from seawall.app import ProblemHttpProtocol, create_app  # noqa: PLC0415
 
     settings = _settings(host=host, port=port, log_level=log_level)
     configure_logging(settings.log_level)
@@ -106,6 +106,7 @@ def serve(
         access_log=False,
         server_header=False,
         lifespan="on",
+        http=ProblemHttpProtocol,
     )
 
 

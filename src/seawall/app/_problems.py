@@ -73,6 +73,11 @@ class Problem(Exception):  # noqa: N818 - it is the problem, not an error about 
         self.headers = dict(headers or {})
 
 
+def problem_type(slug: str) -> str:
+    """The ``type`` URI of the problem *slug*: ``urn:seawall:problem:<slug>``."""
+    return _TYPE_PREFIX + slug
+
+
 def problem_response(
     status: int,
     slug: str,
@@ -84,7 +89,7 @@ def problem_response(
 ) -> JSONResponse:
     """Build an ``application/problem+json`` response."""
     body = ProblemDetails(
-        type=_TYPE_PREFIX + slug,
+        type=problem_type(slug),
         title=_title(status),
         status=status,
         detail=detail,
