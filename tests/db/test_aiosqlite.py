@@ -1,0 +1,134 @@
+"""`seawall.db._aiosqlite`: SQLAlchemy's aiosqlite adapter with one hop per statement."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from seawall.db import Database
+from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi
+
+_metadata = sa.MetaData()
+_things = sa.Table(
+    "things",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("name", sa.String(50), nullable=False, unique=True),
+    sa.Column("size", sa.Integer, nullable=False),
+)
+
+
+@pytest.fixture
+async def database(tmp_path: Path) -> AsyncIterator[Database]:
+    """A SQLite file with the `things` table."""
+    db = Database(f"sqlite:///{tmp_path}/hops.db")
+    async with db.engine.begin() as conn:
+        await conn.run_sync(_metadata.create_all)
+    yield db
+    await db.dispose()
+
+
+@pytest.fixture
+def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the functions sent to aiosqlite's thread, one per hop."""
+    sent: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        sent.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    return sent
+
+
+async def test_a_one_statement_write_transaction_takes_three_hops(
+    database: Database, hops: list[str]
+) -> None:
+    async with database.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        assert raw.dbapi_connection is not None
+        assert isinstance(raw.dbapi_connection.cursor(), OneHopCursor)
+    hops.clear()
+
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="a", size=1))
+
+    # BEGIN IMMEDIATE, the INSERT (cursor, execute, close in one), COMMIT
+    assert hops == ["_execute_fetchall", "_run", "commit"]
+
+
+async def test_a_read_is_one_hop_with_its_rows(database: Database, hops: list[str]) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things), [{"name": f"n{i}", "size": i} for i in range(5)])
+    async with database.reading() as session:
+        hops.clear()
+        rows = (await session.execute(sa.select(_things.c.name).order_by(_things.c.id))).all()
+
+    assert [name for (name,) in rows] == ["n0", "n1", "n2", "n3", "n4"]
+    assert hops == ["_run", "rollback"]  # the SELECT, then the end of the read transaction
+
+
+async def test_the_cursor_keeps_what_sqlalchemy_reads_after_a_statement(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        inserted = await session.execute(sa.insert(_things).values(name="first", size=1))
+        await session.execute(sa.insert(_things), [{"name": n, "size": 2} for n in "bcd"])
+        updated = await session.execute(
+            sa.update(_things).where(_things.c.size == 2).values(size=3)
+        )
+        nothing = await session.execute(sa.select(_things).where(_things.c.size > 100))
+        many = await session.execute(sa.select(_things.c.name).order_by(_things.c.id))
+
+        assert inserted.inserted_primary_key == (1,)  # lastrowid
+        assert updated.rowcount == 3
+        assert nothing.all() == []
+        assert list(nothing.keys()) == ["id", "name", "size"]  # the description
+        assert [row.name for row in many.fetchmany(2)] == ["first", "b"]
+        assert many.fetchone() is not None
+        assert [row.name for row in many.fetchall()] == ["d"]
+
+
+async def test_a_streamed_result_keeps_sqlalchemy_s_server_side_cursor(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things), [{"name": f"n{i}", "size": i} for i in range(7)])
+    async with database.engine.connect() as conn:
+        result = await conn.stream(sa.select(_things.c.size).order_by(_things.c.size))
+        sizes = [size async for (size,) in result]
+
+    assert sizes == list(range(7))
+
+
+async def test_driver_errors_come_back_as_sqlalchemy_s_without_the_parameters(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="taken", size=1))
+
+    with pytest.raises(IntegrityError, match="UNIQUE constraint failed") as duplicate:
+        async with database.transaction() as session:
+            await session.execute(sa.insert(_things).values(name="taken", size=4242))
+    with pytest.raises(OperationalError, match="no such table"):
+        async with database.transaction() as session:
+            await session.execute(sa.text("SELECT * FROM missing WHERE x = :x"), {"x": 4242})
+
+    assert "4242" not in str(duplicate.value)
+    async with database.reading() as session:  # the failed transactions left nothing
+        count = await session.execute(sa.select(sa.func.count()).select_from(_things))
+        assert count.scalar() == 1
+
+
+def test_without_aiosqlite_s_hop_the_stock_adapter_is_used(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert one_hop_dbapi() is not None
+    monkeypatch.delattr(aiosqlite.Connection, "_execute")
+
+    assert one_hop_dbapi() is None
