@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
-from seawall.db import Database
+from seawall.db import Database, insert_rows
 from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi
 
 _metadata = sa.MetaData()
@@ -48,7 +49,7 @@ def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return sent
 
 
-async def test_a_one_statement_write_transaction_takes_three_hops(
+async def test_a_one_statement_write_transaction_takes_two_hops(
     database: Database, hops: list[str]
 ) -> None:
     async with database.engine.connect() as conn:
@@ -60,8 +61,84 @@ async def test_a_one_statement_write_transaction_takes_three_hops(
     async with database.transaction() as session:
         await session.execute(sa.insert(_things).values(name="a", size=1))
 
-    # BEGIN IMMEDIATE, the INSERT (cursor, execute, close in one), COMMIT
-    assert hops == ["_execute_fetchall", "_run", "commit"]
+    # BEGIN IMMEDIATE with the INSERT (cursor, execute, close in one), then COMMIT
+    assert hops == ["_run", "commit"]
+
+
+async def test_the_deferred_begin_takes_the_write_lock_with_the_first_statement(
+    database: Database, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "hops.db", isolation_level=None, timeout=0)
+    try:
+        with pytest.raises(RuntimeError, match="roll back"):
+            async with database.transaction() as session:
+                await session.execute(sa.insert(_things).values(name="a", size=1))
+                with pytest.raises(sqlite3.OperationalError, match="locked"):
+                    other.execute("BEGIN IMMEDIATE")  # this transaction holds it
+                await session.execute(sa.insert(_things).values(name="b", size=2))
+                raise RuntimeError("roll back")
+
+        assert other.execute("SELECT count(*) FROM things").fetchone() == (0,)
+        other.execute("BEGIN IMMEDIATE")  # free again
+        other.execute("ROLLBACK")
+    finally:
+        other.close()
+
+
+async def test_a_transaction_that_runs_nothing_makes_no_hop(
+    database: Database, hops: list[str]
+) -> None:
+    async with database.transaction() as session:
+        await session.connection()  # the transaction begins; its BEGIN waits
+    async with database.reading() as session:
+        pass
+
+    assert hops == []
+    async with database.transaction() as session:  # and the next one begins as usual
+        await session.execute(sa.insert(_things).values(name="a", size=1))
+    assert hops == ["_run", "commit"]
+
+
+async def test_a_busy_write_lock_fails_the_first_statement_and_leaves_nothing_open(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "busy.db"
+    database = Database(f"sqlite:///{path}", timeout=0.2)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(_metadata.create_all)
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(OperationalError, match="database is locked"):
+            async with database.transaction() as session:
+                await session.execute(sa.insert(_things).values(name="a", size=1))
+        holder.execute("ROLLBACK")
+
+        async with database.transaction() as session:  # the pooled connection works
+            await session.execute(sa.insert(_things).values(name="b", size=2))
+        assert holder.execute("SELECT name FROM things").fetchall() == [("b",)]
+    finally:
+        holder.close()
+        await database.dispose()
+
+
+async def test_the_driver_connection_inside_a_transaction_is_inside_it(
+    database: Database,
+) -> None:
+    # insert_rows writes on the driver connection: the deferred BEGIN goes first,
+    # so a rollback takes its rows back too.
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with database.transaction() as session:
+            rows = [{"name": "x", "size": 1}, {"name": "y", "size": 2}]
+            await insert_rows(session, _things, rows)
+            raise RuntimeError("changed my mind")
+    async with database.transaction() as session:
+        await insert_rows(session, _things, [{"name": "z", "size": 3}])
+        await session.execute(sa.insert(_things).values(name="w", size=4))
+
+    async with database.reading() as session:
+        names = (await session.execute(sa.select(_things.c.name).order_by(_things.c.id))).all()
+    assert [name for (name,) in names] == ["z", "w"]
 
 
 async def test_a_read_is_one_hop_with_its_rows(database: Database, hops: list[str]) -> None:
@@ -104,6 +181,8 @@ async def test_a_streamed_result_keeps_sqlalchemy_s_server_side_cursor(
     async with database.engine.connect() as conn:
         result = await conn.stream(sa.select(_things.c.size).order_by(_things.c.size))
         sizes = [size async for (size,) in result]
+        raw = await conn.get_raw_connection()
+        assert raw.driver_connection.in_transaction  # its deferred BEGIN went first
 
     assert sizes == list(range(7))
 

@@ -6,25 +6,35 @@ SQLAlchemy's adapter makes three or four of them per statement (open a cursor,
 execute, fetch the rows, close the cursor). `one_hop_dbapi` hands SQLAlchemy the
 same adapter with a cursor that does all of that in one function on the
 driver's thread, and keeps what SQLAlchemy reads afterwards (the description,
-the rows, ``rowcount`` and ``lastrowid``). A one-event write transaction goes
-from five hops to three (with `_configure_sqlite`'s one-hop ``BEGIN``).
+the rows, ``rowcount`` and ``lastrowid``).
 
-Server-side cursors (``stream()``) keep SQLAlchemy's own cursor: they fetch as
-they go. The hop uses aiosqlite's ``Connection._execute``, the method its own
-``execute_fetchall`` goes through; `one_hop_dbapi` returns None when an
-aiosqlite release no longer has it, and the engine then uses the stock adapter.
+A transaction's ``BEGIN`` rides along too: `defer_begin` (called by
+`_configure_sqlite` when a transaction starts) leaves it for the transaction's
+first statement, which sends it in its own hop, and a transaction that ran no
+statement commits or rolls back without a hop. A one-event write transaction
+goes from five hops to two: the statement, with ``BEGIN IMMEDIATE`` before it,
+and ``COMMIT``. Code that uses the driver connection itself inside a
+transaction calls `begin_deferred` first.
+
+Server-side cursors (``stream()``) keep SQLAlchemy's own cursor, which sends
+a deferred ``BEGIN`` before its statement: they fetch as they go. The hop uses aiosqlite's
+``Connection._execute``, the method its own ``execute_fetchall`` goes through;
+`one_hop_dbapi` returns None when an aiosqlite release no longer has it, and the
+engine then uses the stock adapter.
 """
 
 from __future__ import annotations
 
 import collections
 import sqlite3
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
     AsyncAdapt_aiosqlite_dbapi,
+    AsyncAdapt_aiosqlite_ss_cursor,
 )
 
 try:
@@ -34,13 +44,61 @@ except ImportError:  # SQLAlchemy 2.0 names it await_only
 
 _Outcome = tuple[Any, list[Any] | None, int, int | None]
 
+# The ``BEGIN`` each aiosqlite connection's next statement sends first (`defer_begin`).
+_deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def defer_begin(dbapi_connection: Any, statement: str) -> bool:
+    """Leave *statement* (a ``BEGIN``) to the connection's next statement, in its hop.
+
+    Returns:
+        False, with nothing deferred, when *dbapi_connection* is not a one-hop
+        connection: the caller sends the ``BEGIN`` itself.
+    """
+    if not isinstance(dbapi_connection, _OneHopConnection):
+        return False
+    _deferred[dbapi_connection._connection] = statement
+    return True
+
+
+def forget_begin(dbapi_connection: Any) -> bool:
+    """Drop a deferred ``BEGIN`` that no statement sent; whether there was one.
+
+    A transaction that ends with its ``BEGIN`` still deferred never started:
+    nothing to commit or roll back.
+    """
+    driver = getattr(dbapi_connection, "_connection", None)
+    return driver is not None and _deferred.pop(driver, None) is not None
+
+
+async def begin_deferred(dbapi_connection: Any) -> None:
+    """Send the connection's deferred ``BEGIN`` now (one hop), if it has one.
+
+    For code that runs statements on the driver connection itself inside a
+    transaction begun through SQLAlchemy: without it they would run, and commit,
+    outside that transaction.
+
+    Raises:
+        sqlite3.Error: the ``BEGIN`` failed (the write lock stayed busy).
+    """
+    driver: Any = getattr(dbapi_connection, "_connection", None)
+    if driver is not None and (statement := _deferred.pop(driver, None)) is not None:
+        await driver.execute_fetchall(statement)
+
 
 def _run(
-    connection: sqlite3.Connection, operation: str, parameters: Any, *, many: bool
+    connection: sqlite3.Connection,
+    operation: str,
+    parameters: Any,
+    *,
+    many: bool,
+    begin: str | None,
 ) -> _Outcome:
-    """On the driver's thread: run one statement and keep what a cursor would hold."""
+    """On the driver's thread: run one statement (after *begin*) and keep what a cursor holds."""
     cursor = connection.cursor()
     try:
+        if begin is not None:
+            cursor.execute(begin)
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -99,9 +157,10 @@ class OneHopCursor:
 
     def _hop(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver = self._adapt_connection._connection
+        begin = _deferred.pop(driver, None)
         try:
             outcome: _Outcome = await_(
-                driver._execute(_run, driver._conn, operation, parameters, many=many)
+                driver._execute(_run, driver._conn, operation, parameters, many=many, begin=begin)
             )
         except Exception as error:  # translated as SQLAlchemy's own adapter does
             self._adapt_connection._handle_exception(error)
@@ -143,13 +202,38 @@ class OneHopCursor:
         return rows
 
 
+class _StreamingCursor(AsyncAdapt_aiosqlite_ss_cursor):
+    """SQLAlchemy's server-side cursor, sending a deferred ``BEGIN`` before its statement.
+
+    SQLAlchemy creates a statement's cursor before it begins the transaction, so
+    the ``BEGIN`` cannot go at the cursor's creation.
+    """
+
+    __slots__ = ()
+
+    def execute(self, operation: Any, parameters: Any = None) -> Any:
+        try:
+            await_(begin_deferred(self._adapt_connection))
+        except Exception as error:
+            self._adapt_connection._handle_exception(error)
+        return super().execute(operation, parameters)
+
+
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
     __slots__ = ()
 
     def cursor(self, server_side: bool = False) -> Any:
         if server_side:
-            return super().cursor(server_side=True)
+            return _StreamingCursor(self)
         return OneHopCursor(self)
+
+    def commit(self) -> None:
+        if not forget_begin(self):  # else it never began: nothing to commit
+            super().commit()
+
+    def rollback(self) -> None:
+        if not forget_begin(self):
+            super().rollback()
 
 
 class _OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -35,7 +35,7 @@ try:
 except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
-from seawall.db._aiosqlite import one_hop_dbapi
+from seawall.db._aiosqlite import defer_begin, forget_begin, one_hop_dbapi
 from seawall.errors import DatabaseError
 from seawall.observability import mask_url
 
@@ -300,12 +300,15 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 
     # Each call into aiosqlite is a hop to its thread and back. A one-event write
     # transaction took eight; these two listeners took three of them away, and the
-    # one-hop cursor (`_aiosqlite`) two more: `BEGIN`, the statement, `COMMIT`.
+    # one-hop cursor (`_aiosqlite`) four more: the statement, its `BEGIN` with it, and
+    # `COMMIT`.
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
         read_only = conn.get_execution_options().get(_READ_ONLY, False)
         statement = "BEGIN" if read_only else "BEGIN IMMEDIATE"
+        if defer_begin(conn.connection.dbapi_connection, statement):
+            return  # sent by the transaction's first statement, in its hop
         driver = conn.connection.driver_connection
         assert driver is not None
         try:
@@ -317,6 +320,7 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
     def _on_reset(dbapi_connection: Any, _record: Any, state: PoolResetState) -> None:
         # The pool would roll back every connection it gets back, even after a
         # commit; aiosqlite hops to its thread for that too.
+        forget_begin(dbapi_connection)  # a transaction that never began leaves nothing open
         if state.terminate_only or not state.asyncio_safe or state.transaction_was_reset:
             return
         try:

@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
+from seawall.db._aiosqlite import begin_deferred
 from seawall.db._database import sqlite_error
 from seawall.db._raw import UnnestInsert, translate_error
 
@@ -111,13 +112,20 @@ def _statement(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> A
 
 async def _driver(connection: AsyncConnection) -> Any:
     """The driver connection under *connection*, inside the session's transaction."""
-    driver: Any = (await connection.get_raw_connection()).driver_connection
+    raw = await connection.get_raw_connection()
+    driver: Any = raw.driver_connection
     if connection.dialect.name == "postgresql" and not driver.is_in_transaction():
         # SQLAlchemy's asyncpg adapter begins its transaction at the first statement;
         # without one, the insert would commit on its own.
         await connection.exec_driver_sql("SELECT 1")
-    elif connection.dialect.name == "sqlite" and not driver.in_transaction:
-        raise RuntimeError("insert_rows needs a session inside a transaction")
+    elif connection.dialect.name == "sqlite":
+        # Its BEGIN waits for the transaction's first statement (`seawall.db._aiosqlite`).
+        try:
+            await begin_deferred(raw.dbapi_connection)
+        except sqlite3.Error as exc:
+            raise sqlite_error("BEGIN", exc, connection.dialect) from exc
+        if not driver.in_transaction:
+            raise RuntimeError("insert_rows needs a session inside a transaction")
     return driver
 
 
