@@ -59,6 +59,22 @@ async def test_sqlite_file_directory_is_created(tmp_path: Path) -> None:
     assert (tmp_path / "deep" / "er" / "seawall.db").exists()
 
 
+async def test_ping_does_not_wait_for_sqlite_s_write_lock(tmp_path: Path) -> None:
+    # A health check under a long write (another process's, here) is a read: WAL
+    # lets it through, where a BEGIN IMMEDIATE would wait out the busy timeout.
+    path = tmp_path / "busy.db"
+    database = Database(f"sqlite:///{path}", timeout=3)
+    await database.ping()
+    writer = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        writer.execute("BEGIN IMMEDIATE")
+        await database.ping(timeout=1)
+        writer.execute("ROLLBACK")
+    finally:
+        writer.close()
+        await database.dispose()
+
+
 async def test_ping_of_an_unreachable_database_is_a_database_error() -> None:
     database = Database("postgresql://127.0.0.1:1/none", timeout=1)
 

@@ -236,13 +236,14 @@ class Database:
             yield session
 
     async def ping(self, *, timeout: float = 2.0) -> None:
-        """Run ``SELECT 1``.
+        """Run ``SELECT 1`` (on SQLite as a read, which never waits for the write lock).
 
         Raises:
             DatabaseError: the database did not answer within *timeout* seconds.
         """
         try:
             async with asyncio.timeout(timeout), self.engine.connect() as conn:
+                await conn.execution_options(**{_READ_ONLY: True})
                 await conn.execute(sa.text("SELECT 1"))
         except (TimeoutError, SQLAlchemyError, OSError) as exc:
             raise DatabaseError(
