@@ -18,7 +18,9 @@ Measured, in this order:
   runs it (PostgreSQL: two claim loops; SQLite: the next batch claimed and the
   last one marked while one is published); each drain to `NatsBus` is paired with
   a raw publish run right before it, the ratio is against that run, and both CPU
-  costs per event are shown (steadier than rates on a shared machine);
+  costs per event are shown (steadier than rates on a shared machine): this
+  process's, its event loop thread's, and PostgreSQL's and nats-server's (read
+  from ``/proc``), with the highest ratio that CPU per event allows (`cpu_bound`);
 - end to end: the same, with a `Worker` consuming every event through its inbox,
   one per transaction (`Consumer`'s defaults) and batched as the service's
   activity consumer (`concurrency=100, batch_size=100`);
