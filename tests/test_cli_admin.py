@@ -39,6 +39,13 @@ def _with(url: str, work: Callable[[Database], Awaitable[T]]) -> T:
     return asyncio.run(run())
 
 
+def test_keys_list_says_so_when_there_are_none(database_file: str) -> None:
+    code, out, _ = _seawall("admin", "keys", "list")
+
+    assert code == 0
+    assert out.strip() == "no API keys"  # and no empty table above it
+
+
 def test_a_created_key_is_printed_once_and_works(database_file: str) -> None:
     code, out, err = _seawall("admin", "keys", "create", "--name", "ci", "--scope", "operate")
 

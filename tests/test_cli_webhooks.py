@@ -31,6 +31,13 @@ def migrated(database_file: str) -> str:
 GITHUB = WebhookProvider(name="github", scheme="github", secrets=(SecretStr(SECRET),))
 
 
+def test_webhooks_list_says_so_when_there_are_none(migrated: str) -> None:
+    result = _seawall("webhooks", "list")
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "no webhook deliveries"  # and no empty table above it
+
+
 async def _receive(url: str, payloads: list[tuple[str, dict[str, object]]]) -> list[str]:
     database = Database(url)
     receiver = WebhookReceiver(database, {"github": GITHUB})

@@ -252,6 +252,9 @@ def dlq_list(
         for letter in letters:
             typer.echo(json.dumps(letter.summary()))
         return
+    if not letters:
+        typer.echo("no dead letters")
+        return
     table = Table("id", "consumer", "event type", "state", "attempts", "error", "updated")
     for letter in letters:
         table.add_row(
@@ -264,8 +267,6 @@ def dlq_list(
             letter.updated_at.strftime("%Y-%m-%d %H:%M:%S"),
         )
     Console().print(table)
-    if not letters:
-        typer.echo("no dead letters")
 
 
 @dlq_app.command("show")
@@ -364,6 +365,9 @@ def webhooks_list(
         for item in found:
             typer.echo(json.dumps(item.summary()))
         return
+    if not found:
+        typer.echo("no webhook deliveries")
+        return
     table = Table("id", "provider", "type", "status", "attempts", "received", "error")
     for item in found:
         table.add_row(
@@ -376,8 +380,6 @@ def webhooks_list(
             (item.last_error or "")[:50],
         )
     Console().print(table)
-    if not found:
-        typer.echo("no webhook deliveries")
 
 
 @webhooks_app.command("show")

@@ -88,6 +88,9 @@ def keys_list(
         for record in found:
             typer.echo(json.dumps(record.summary()))
         return
+    if not found:
+        typer.echo("no API keys")
+        return
     table = Table("id", "name", "scope", "state", "created", "last used", "expires")
     for record in found:
         state = "revoked" if record.revoked_at else "active" if record.active else "expired"
@@ -101,8 +104,6 @@ def keys_list(
             _when(record.expires_at),
         )
     Console().print(table)
-    if not found:
-        typer.echo("no API keys")
 
 
 @keys_app.command("revoke")
