@@ -235,6 +235,23 @@ def test_dlq_replay_queues_the_chosen_dead_letters(database_file: str) -> None:
     assert _states(database_file) == dict.fromkeys([a1, a2, b1, b2], "replay")
 
 
+@pytest.mark.parametrize("command", ["replay", "purge"])
+def test_dlq_replay_and_purge_of_ids_that_are_not_there_fail(
+    database_file: str, command: str
+) -> None:
+    letter_id = _dead_letter(database_file)
+
+    confirm = ["--yes"] if command == "purge" else []
+    result = _seawall("dlq", command, str(letter_id), "4242", *confirm)
+
+    assert result.returncode == 1
+    assert result.stdout.strip().startswith("1 dead letter(s)")
+    assert _one_error_line(result).startswith("seawall: 1 of the 2 ids given are not dead letters")
+    alone = _seawall("dlq", command, "4242", *confirm)
+    assert alone.returncode == 1
+    assert _one_error_line(alone).startswith("seawall: no dead letter 4242 ")
+
+
 def test_dlq_purge_asks_first_and_deletes_when_confirmed(database_file: str) -> None:
     kept, dropped = _dead_letter(database_file), _dead_letter(database_file)
 

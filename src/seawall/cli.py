@@ -306,6 +306,7 @@ def dlq_replay(
         lambda db: DeadLetters(db).request_replay(ids or None, consumer=consumer)
     )
     typer.echo(f"{count} dead letter(s) queued for replay")
+    _all_found(ids, count, "waiting in state dead (unknown, or queued or replayed already)")
 
 
 @dlq_app.command("purge")
@@ -323,6 +324,16 @@ def dlq_purge(
         raise typer.Exit(1)
     count = _with_database(lambda db: DeadLetters(db).purge(ids or None, consumer=consumer))
     typer.echo(f"{count} dead letter(s) purged")
+    _all_found(ids, count, "in state dead or replayed (unknown, or queued for a replay)")
+
+
+def _all_found(ids: list[int] | None, count: int, what: str) -> None:
+    """Fail (exit 1) when some of the *ids* a user named were not acted on."""
+    named = sorted(set(ids or ()))
+    if len(named) == 1 and count == 0:
+        _fail(f"no dead letter {named[0]} {what}", 1)
+    if named and count < len(named):
+        _fail(f"{len(named) - count} of the {len(named)} ids given are not dead letters {what}", 1)
 
 
 def _webhook_filter(
