@@ -483,6 +483,38 @@ async def test_purge_deletes_only_rows_published_before_the_retention(
 
 
 @only_postgres
+async def test_the_postgresql_claim_is_planned_once_per_connection(
+    database: Database, bus: RecordingBus
+) -> None:
+    # Its batch size is written into the statement: with a parameter there, and a
+    # backlog, PostgreSQL planned the claim anew at every round (about 0.3 ms each).
+    async with database.transaction() as session:
+        await Outbox().add_all(session, [make_event(f"agg{n}") for n in range(500)])
+    async with database.engine.connect() as connection:
+        await connection.exec_driver_sql("ANALYZE outbox")
+    single = Database(database.url, pool_size=1)  # every round on one connection
+    relay = OutboxRelay(single, bus, batch_size=2)
+    try:
+        for _ in range(10):
+            assert await relay.relay_once() == 2
+        async with single.engine.connect() as connection:
+            plans = await connection.exec_driver_sql(
+                "SELECT generic_plans, custom_plans, cardinality(parameter_types)"
+                " FROM pg_prepared_statements"
+                " WHERE statement LIKE '%FOR UPDATE SKIP LOCKED%'"
+                " AND statement NOT LIKE '%pg_prepared_statements%'"
+            )
+            generic, custom, parameters = plans.one()
+    finally:
+        await single.dispose()
+
+    assert parameters == 1  # the time; the batch size is part of the statement
+    assert generic >= 5  # PostgreSQL tries five custom plans first, then keeps the generic one
+    assert custom <= 5
+    assert len(bus.ids) == 20
+
+
+@only_postgres
 async def test_a_row_committed_after_a_higher_sequence_number_is_still_published(
     database: Database, bus: RecordingBus
 ) -> None:

@@ -147,7 +147,7 @@ def _claimed_sql(dialect: str, alias: str) -> str:
     )
 
 
-# PostgreSQL's round, on the raw connection ($1 = now, $2 = batch size).
+# PostgreSQL's round, on the raw connection ($1 = now; `_pg_claim` writes in the batch size).
 #
 # Lock the oldest due rows first (LIMIT, SKIP LOCKED), leaving out rows whose
 # earlier sibling waits for a retry (else a broker outage would fill every batch
@@ -208,7 +208,22 @@ taken AS (
 SELECT taken.*, (SELECT count(*) FROM candidates) AS candidates
 FROM (SELECT 1) AS one LEFT JOIN taken ON true
 ORDER BY taken.seq
-"""  # noqa: S608 - column names from the schema; every value is a parameter
+"""  # noqa: S608 - column names from the schema; every value is a parameter (or an int)
+
+
+@functools.cache
+def _pg_claim(batch_size: int) -> str:
+    """`_PG_CLAIM` with *batch_size* written in as its ``LIMIT``.
+
+    As a parameter, the limit made PostgreSQL plan the statement anew at every
+    round (its generic plan, made without knowing the limit, costs more), about
+    0.3 ms each time. Written in, one generic plan serves every round: a claim of
+    a few rows took 0.15-0.2 ms instead of 0.45-0.55, and a claim of 500 rows
+    with 290,000 pending took 4-5 ms either way.
+    """
+    return _PG_CLAIM.replace("LIMIT $2", f"LIMIT {int(batch_size)}")
+
+
 _PG_MARK_PUBLISHED: Final = (
     "UPDATE outbox SET published_at = $1, attempts = attempts + 1, next_attempt_at = NULL, "
     "last_error = NULL WHERE seq = ANY($2::BIGINT[])"
@@ -575,8 +590,8 @@ class OutboxRelay:
         # about twice the CPU of publishing them (result processing per row, JSON
         # decoded only to be encoded again).
         async with raw_transaction(self._db) as (driver, statement):
-            statement.sql = _PG_CLAIM
-            rows = await driver.fetch(_PG_CLAIM, self._clock(), self.batch_size)
+            statement.sql = claim = _pg_claim(self.batch_size)
+            rows = await driver.fetch(claim, self._clock())
             candidates = rows[0]["candidates"]
             if rows[0]["seq"] is None:  # none taken: the count's row alone
                 return 0, _HELD_BACK if candidates else _IDLE
