@@ -16,11 +16,11 @@ goes from five hops to two: the statement, with ``BEGIN IMMEDIATE`` before it,
 and ``COMMIT``. Code that uses the driver connection itself inside a
 transaction calls `begin_deferred` first.
 
-Server-side cursors (``stream()``) keep SQLAlchemy's own cursor, which sends
-a deferred ``BEGIN`` before its statement: they fetch as they go. The hop uses aiosqlite's
-``Connection._execute``, the method its own ``execute_fetchall`` goes through;
-`one_hop_dbapi` returns None when an aiosqlite release no longer has it, and the
-engine then uses the stock adapter.
+Server-side cursors (``stream()``) keep SQLAlchemy's own cursor, which sends a
+deferred ``BEGIN`` before its statement: they fetch as they go. The hop uses
+aiosqlite's ``Connection._execute``, the method its own ``execute_fetchall`` goes
+through; `one_hop_dbapi` returns None when an aiosqlite release no longer has
+it, and the engine then uses the stock adapter.
 """
 
 from __future__ import annotations

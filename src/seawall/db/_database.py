@@ -301,8 +301,8 @@ def _configure_sqlite(engine: AsyncEngine, *, busy_timeout_ms: int) -> None:
 
     # Each call into aiosqlite is a hop to its thread and back. A one-event write
     # transaction took eight; these two listeners took three of them away, and the
-    # one-hop cursor (`_aiosqlite`) four more: the statement, its `BEGIN` with it, and
-    # `COMMIT`.
+    # one-hop cursor (`_aiosqlite`) three more. Two are left: the statement, with the
+    # `BEGIN` this listener leaves to it, and `COMMIT`.
 
     @event.listens_for(engine.sync_engine, "begin")
     def _on_begin(conn: sa.Connection) -> None:
