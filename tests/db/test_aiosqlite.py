@@ -122,6 +122,49 @@ async def test_a_busy_write_lock_fails_the_first_statement_and_leaves_nothing_op
         await database.dispose()
 
 
+async def test_a_begin_that_failed_is_tried_again_by_the_next_statement(
+    tmp_path: Path,
+) -> None:
+    # A caller that catches "database is locked" and carries on in the same
+    # transaction must still get one transaction, not statements that autocommit.
+    path = tmp_path / "retry.db"
+    database = Database(f"sqlite:///{path}", timeout=0.2)
+    async with database.engine.begin() as conn:
+        await conn.run_sync(_metadata.create_all)
+    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        holder.execute("BEGIN IMMEDIATE")
+        with pytest.raises(RuntimeError, match="changed my mind"):
+            async with database.sessions() as session, session.begin():
+                with pytest.raises(OperationalError, match="database is locked"):
+                    await session.execute(sa.insert(_things).values(name="a", size=1))
+                holder.execute("ROLLBACK")
+                await session.execute(sa.insert(_things).values(name="b", size=2))
+                await session.execute(sa.insert(_things).values(name="c", size=3))
+                raise RuntimeError("changed my mind")
+
+        assert holder.execute("SELECT count(*) FROM things").fetchone() == (0,)
+    finally:
+        holder.close()
+        await database.dispose()
+
+
+async def test_a_streamed_statement_with_many_parameter_sets_is_inside_the_transaction(
+    database: Database,
+) -> None:
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with database.engine.begin() as conn:
+            await conn.stream(
+                sa.text("INSERT INTO things (name, size) VALUES (:name, 1)"),
+                [{"name": "a"}, {"name": "b"}],
+            )
+            raise RuntimeError("changed my mind")
+
+    async with database.reading() as session:
+        count = await session.execute(sa.select(sa.func.count()).select_from(_things))
+        assert count.scalar() == 0
+
+
 async def test_the_driver_connection_inside_a_transaction_is_inside_it(
     database: Database,
 ) -> None:

@@ -83,7 +83,28 @@ async def begin_deferred(dbapi_connection: Any) -> None:
     """
     driver: Any = getattr(dbapi_connection, "_connection", None)
     if driver is not None and (statement := _deferred.pop(driver, None)) is not None:
-        await driver.execute_fetchall(statement)
+        try:
+            await driver.execute_fetchall(statement)
+        except Exception:  # the hop is over (a cancelled one may still run on the thread)
+            _keep_unless_begun(driver, statement)
+            raise
+
+
+def _keep_unless_begun(driver: Any, begin: str | None) -> None:
+    """After a failed hop: defer *begin* again if the transaction did not begin.
+
+    A ``BEGIN IMMEDIATE`` that found the write lock busy (or a hop that never
+    reached the thread) leaves no transaction open; the transaction's next
+    statement must try it again, else it would run, and commit, on its own.
+    """
+    if begin is None:
+        return
+    try:
+        begun = bool(driver.in_transaction)
+    except ValueError:  # aiosqlite's "no active connection": closed, nothing to begin
+        return
+    if not begun:
+        _deferred[driver] = begin
 
 
 def _run(
@@ -162,8 +183,9 @@ class OneHopCursor:
             outcome: _Outcome = await_(
                 driver._execute(_run, driver._conn, operation, parameters, many=many, begin=begin)
             )
-        except Exception as error:  # translated as SQLAlchemy's own adapter does
-            self._adapt_connection._handle_exception(error)
+        except Exception as error:  # the hop is over (a cancelled one may still run on)
+            _keep_unless_begun(driver, begin)
+            self._adapt_connection._handle_exception(error)  # as SQLAlchemy's adapter does
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows or ())
 
@@ -212,11 +234,18 @@ class _StreamingCursor(AsyncAdapt_aiosqlite_ss_cursor):
     __slots__ = ()
 
     def execute(self, operation: Any, parameters: Any = None) -> Any:
+        self._begin()
+        return super().execute(operation, parameters)
+
+    def executemany(self, operation: Any, seq_of_parameters: Any) -> Any:
+        self._begin()
+        return super().executemany(operation, seq_of_parameters)
+
+    def _begin(self) -> None:
         try:
             await_(begin_deferred(self._adapt_connection))
         except Exception as error:
             self._adapt_connection._handle_exception(error)
-        return super().execute(operation, parameters)
 
 
 class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
