@@ -99,54 +99,50 @@ async def test_a_transaction_that_runs_nothing_makes_no_hop(
     assert hops == ["_run", "commit"]
 
 
-async def test_a_busy_write_lock_fails_the_first_statement_and_leaves_nothing_open(
-    tmp_path: Path,
-) -> None:
-    path = tmp_path / "busy.db"
-    database = Database(f"sqlite:///{path}", timeout=0.2)
-    async with database.engine.begin() as conn:
+@pytest.fixture
+async def held(tmp_path: Path) -> AsyncIterator[tuple[Database, sqlite3.Connection]]:
+    """A database that waits 0.2 s for the write lock, and another connection holding it."""
+    path = tmp_path / "held.db"
+    db = Database(f"sqlite:///{path}", timeout=0.2)
+    async with db.engine.begin() as conn:
         await conn.run_sync(_metadata.create_all)
     holder = sqlite3.connect(path, isolation_level=None, timeout=0)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        with pytest.raises(OperationalError, match="database is locked"):
-            async with database.transaction() as session:
-                await session.execute(sa.insert(_things).values(name="a", size=1))
-        holder.execute("ROLLBACK")
+    holder.execute("BEGIN IMMEDIATE")
+    yield db, holder
+    holder.close()
+    await db.dispose()
 
-        async with database.transaction() as session:  # the pooled connection works
-            await session.execute(sa.insert(_things).values(name="b", size=2))
-        assert holder.execute("SELECT name FROM things").fetchall() == [("b",)]
-    finally:
-        holder.close()
-        await database.dispose()
+
+async def test_a_busy_write_lock_fails_the_first_statement_and_leaves_nothing_open(
+    held: tuple[Database, sqlite3.Connection],
+) -> None:
+    database, holder = held
+    with pytest.raises(OperationalError, match="database is locked"):
+        async with database.transaction() as session:
+            await session.execute(sa.insert(_things).values(name="a", size=1))
+    holder.execute("ROLLBACK")
+
+    async with database.transaction() as session:  # the pooled connection works
+        await session.execute(sa.insert(_things).values(name="b", size=2))
+    assert holder.execute("SELECT name FROM things").fetchall() == [("b",)]
 
 
 async def test_a_begin_that_failed_is_tried_again_by_the_next_statement(
-    tmp_path: Path,
+    held: tuple[Database, sqlite3.Connection],
 ) -> None:
     # A caller that catches "database is locked" and carries on in the same
     # transaction must still get one transaction, not statements that autocommit.
-    path = tmp_path / "retry.db"
-    database = Database(f"sqlite:///{path}", timeout=0.2)
-    async with database.engine.begin() as conn:
-        await conn.run_sync(_metadata.create_all)
-    holder = sqlite3.connect(path, isolation_level=None, timeout=0)
-    try:
-        holder.execute("BEGIN IMMEDIATE")
-        with pytest.raises(RuntimeError, match="changed my mind"):
-            async with database.sessions() as session, session.begin():
-                with pytest.raises(OperationalError, match="database is locked"):
-                    await session.execute(sa.insert(_things).values(name="a", size=1))
-                holder.execute("ROLLBACK")
-                await session.execute(sa.insert(_things).values(name="b", size=2))
-                await session.execute(sa.insert(_things).values(name="c", size=3))
-                raise RuntimeError("changed my mind")
+    database, holder = held
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with database.sessions() as session, session.begin():
+            with pytest.raises(OperationalError, match="database is locked"):
+                await session.execute(sa.insert(_things).values(name="a", size=1))
+            holder.execute("ROLLBACK")
+            await session.execute(sa.insert(_things).values(name="b", size=2))
+            await session.execute(sa.insert(_things).values(name="c", size=3))
+            raise RuntimeError("changed my mind")
 
-        assert holder.execute("SELECT count(*) FROM things").fetchone() == (0,)
-    finally:
-        holder.close()
-        await database.dispose()
+    assert holder.execute("SELECT count(*) FROM things").fetchone() == (0,)
 
 
 async def test_a_streamed_statement_with_many_parameter_sets_is_inside_the_transaction(
