@@ -47,7 +47,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import functools
 import json
 import multiprocessing
 import os
@@ -899,7 +898,7 @@ async def paired(
         f"{timed.cpu / count * 1e6:4.0f} / {raw.cpu / count * 1e6:3.0f} µs",
     )
     figures.bounds[key] = cpu_bound(timed, raw)
-    per_event = functools.partial("{:.0f} / {:.0f}".format)
+    per_event = "{:.0f} / {:.0f}".format
     services = ", ".join(
         f"{name} {per_event(timed.services[name] / count * 1e6, raw.services[name] / count * 1e6)}"
         for name in timed.services
