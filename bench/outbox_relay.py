@@ -58,7 +58,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -486,14 +486,18 @@ async def until(done: asyncio.Event, progress: Callable[[], int], *, stall: floa
             raise TimeoutError(f"no progress for {stall:g} s ({seen} done)")
 
 
-async def drain(database: Database, bus: Any, count: int, *, concurrency: int | None) -> Timed:
+async def drain(
+    database: Database, bus: Any, count: int, *, concurrency: int | None, keep: bool = True
+) -> Timed:
     """Time the relay publishing *count* pre-filled rows and marking them published.
 
     ``concurrency=None`` calls `OutboxRelay.relay_once` in a loop until a round finds
     nothing; otherwise `OutboxRelay.run` runs with that many claim loops until the
-    outbox has nothing pending.
+    outbox has nothing pending. ``keep=False``: a retention of 0, each row deleted
+    once published.
     """
-    relay = OutboxRelay(database, bus, subject_prefix=bus.subject_prefix)
+    retention = timedelta(hours=24) if keep else timedelta(0)
+    relay = OutboxRelay(database, bus, subject_prefix=bus.subject_prefix, retention=retention)
     bus.expect(count)
     watch = Stopwatch()
     if concurrency is None:
@@ -945,14 +949,17 @@ async def broker(options: argparse.Namespace, name: str, tag: str) -> AsyncItera
         await bus.close()
 
 
-# key, label, database, bus, claim loops (None: relay_once in a loop)
-DRAINS: list[tuple[str, str, str, str, int | None]] = [
-    ("pg", "PostgreSQL -> NATS, relay_once in a loop", "pg", "nats", None),
-    ("pg_run2", "PostgreSQL -> NATS, run(concurrency=2)", "pg", "nats", 2),
-    ("sqlite", "SQLite -> NATS, relay_once in a loop", "sqlite", "nats", None),
-    ("sqlite_run", "SQLite -> NATS, run() (pipelined)", "sqlite", "nats", 1),
-    ("pg_null", "[no broker] PostgreSQL -> InProcessBus, no group", "pg", "none", None),
-    ("sqlite_null", "[no broker] SQLite -> InProcessBus, no group", "sqlite", "none", None),
+# key, label, database, bus, claim loops (None: relay_once in a loop), published rows kept
+# (False: a retention of 0, each row deleted once published)
+DRAINS: list[tuple[str, str, str, str, int | None, bool]] = [
+    ("pg", "PostgreSQL -> NATS, relay_once in a loop", "pg", "nats", None, True),
+    ("pg_run2", "PostgreSQL -> NATS, run(concurrency=2)", "pg", "nats", 2, True),
+    ("pg_run2_deleted", "PostgreSQL -> NATS, run(2), retention 0", "pg", "nats", 2, False),
+    ("sqlite", "SQLite -> NATS, relay_once in a loop", "sqlite", "nats", None, True),
+    ("sqlite_run", "SQLite -> NATS, run() (pipelined)", "sqlite", "nats", 1, True),
+    ("sqlite_run_deleted", "SQLite -> NATS, run(), retention 0", "sqlite", "nats", 1, False),
+    ("pg_null", "[no broker] PostgreSQL -> InProcessBus, no group", "pg", "none", None, True),
+    ("sqlite_null", "[no broker] SQLite -> InProcessBus, no group", "sqlite", "none", None, True),
 ]
 
 
@@ -968,20 +975,21 @@ async def measure_drains(options: argparse.Namespace, figures: Figures) -> None:
         "each paired with a raw publish run just before it"
     )
     print(f"  {'':<58} {'seawall':>14}  ratio  raw      CPU per event seawall / raw")
-    for key, label, database_kind, bus_kind, concurrency in DRAINS:
+    for key, label, database_kind, bus_kind, concurrency, keep in DRAINS:
 
         async def measure(
             database_kind: str = database_kind,
             bus_kind: str = bus_kind,
             tag: str = key,
             concurrency: int | None = concurrency,
+            keep: bool = keep,
         ) -> Timed:
             async with (
                 backend(options, database_kind, tag) as database,
                 broker(options, bus_kind, tag) as bus,
             ):
                 await prefill(database, make_events(count), analyze=not options.cold_stats)
-                return await drain(database, bus, count, concurrency=concurrency)
+                return await drain(database, bus, count, concurrency=concurrency, keep=keep)
 
         if bus_kind == "nats":
             await paired(figures, options, key, label, measure)
@@ -1089,8 +1097,10 @@ def targets(figures: Figures, options: argparse.Namespace) -> list[tuple[str, bo
     for key, name, goal in (
         ("pg", "PostgreSQL relay (relay_once loop)", 0.7),
         ("pg_run2", "PostgreSQL relay run(concurrency=2)", 0.7),
+        ("pg_run2_deleted", "PostgreSQL relay run(concurrency=2), retention 0", 0.7),
         ("sqlite", "SQLite relay (relay_once loop)", 0.8),
         ("sqlite_run", "SQLite relay run() (pipelined)", 0.8),
+        ("sqlite_run_deleted", "SQLite relay run() (pipelined), retention 0", 0.8),
     ):
         if key in figures.ratios:
             ratio = figures.ratios[key]

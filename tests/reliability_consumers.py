@@ -26,13 +26,14 @@ SUBJECTS = ["seawall.reliability.>"]
 ACK_WAIT_SECONDS = 5.0
 
 _INSERT = sa.text(
-    "INSERT INTO reliability_effects (consumer, event_id, applied_at)"
-    " VALUES (:consumer, :event_id, now())"
+    "INSERT INTO reliability_effects (consumer, event_id, occurred_at, applied_at)"
+    " VALUES (:consumer, :event_id, :occurred_at, now())"
 )
 
 
 async def _apply(group: str, event: Event, session: AsyncSession) -> None:
-    await session.execute(_INSERT, {"consumer": group, "event_id": event.id})
+    parameters = {"consumer": group, "event_id": event.id, "occurred_at": event.time}
+    await session.execute(_INSERT, parameters)
 
 
 @consumer(durable="effects_a", subjects=SUBJECTS, ack_wait=ACK_WAIT_SECONDS)

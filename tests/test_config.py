@@ -186,3 +186,18 @@ def test_config_show_masks_a_password_given_as_a_query_parameter(
     view = load_settings().public_view()
 
     assert "hunter2" not in view["SEAWALL_DATABASE_URL"]
+
+
+def test_a_retention_of_zero_deletes_published_rows_only_with_a_broker(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEAWALL_OUTBOX_RETENTION_HOURS", "0")
+
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+    monkeypatch.setenv("SEAWALL_NATS_URL", "nats://127.0.0.1:4222")
+    settings = load_settings()
+
+    assert caught.value.key == "SEAWALL_OUTBOX_RETENTION_HOURS"
+    assert "SEAWALL_NATS_URL" in caught.value.reason
+    assert settings.outbox_retention_hours == 0

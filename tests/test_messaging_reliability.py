@@ -82,6 +82,7 @@ CREATE TABLE reliability_effects (
     id bigserial PRIMARY KEY,
     consumer text NOT NULL,
     event_id text NOT NULL,
+    occurred_at timestamptz NOT NULL,
     applied_at timestamptz NOT NULL
 )
 """
@@ -101,6 +102,8 @@ class Plan:
         produce_seconds: how long the writes are spread over; the chaos happens
             in that window.
         settle_timeout: how long to wait for the last effect afterwards.
+        keep_published: False runs the relays with
+            ``SEAWALL_OUTBOX_RETENTION_HOURS=0``: each row is deleted once published.
     """
 
     events: int
@@ -108,6 +111,7 @@ class Plan:
     nats_downtimes: tuple[float, ...]
     produce_seconds: float
     settle_timeout: float
+    keep_published: bool = True
 
 
 @dataclass
@@ -190,7 +194,7 @@ async def _wait_for_port(port: int, process: Child) -> None:
 class Cluster:
     """The private NATS server, two relays and two workers of one run."""
 
-    def __init__(self, tmp_path: Path, database_url: str) -> None:
+    def __init__(self, tmp_path: Path, database_url: str, *, keep_published: bool) -> None:
         self.port = free_port()
         self.nats_url = f"nats://127.0.0.1:{self.port}"
         store = tmp_path / "jetstream"
@@ -207,6 +211,7 @@ class Cluster:
             SEAWALL_NATS_STREAM=STREAM,
             SEAWALL_CONSUMER_MODULES=CONSUMER_MODULE,
             SEAWALL_LOG_LEVEL="warning",
+            SEAWALL_OUTBOX_RETENTION_HOURS="24" if keep_published else "0",
             PYTHONPATH=str(ROOT),
         )
         seawall = [sys.executable, "-m", "seawall"]
@@ -256,8 +261,10 @@ class Cluster:
 
 
 @contextlib.asynccontextmanager
-async def _cluster(tmp_path: Path, database_url: str) -> AsyncIterator[Cluster]:
-    cluster = Cluster(tmp_path, database_url)
+async def _cluster(
+    tmp_path: Path, database_url: str, *, keep_published: bool
+) -> AsyncIterator[Cluster]:
+    cluster = Cluster(tmp_path, database_url, keep_published=keep_published)
     try:
         yield cluster
     finally:
@@ -390,8 +397,14 @@ async def _settle(database: Database, cluster: Cluster, plan: Plan) -> Broker | 
     return None
 
 
-async def _count(database: Database, produced: list[str]) -> dict[str, int | float]:
-    """Lost and duplicated effects per group, and everything else that must be zero."""
+async def _count(
+    database: Database, produced: list[str], *, keep_published: bool
+) -> dict[str, int | float]:
+    """Lost and duplicated effects per group, and everything else that must be zero.
+
+    With *keep_published* False every published row is gone, so a row left in
+    the outbox counts as a fault and there is no publish delay to read.
+    """
     async with database.sessions() as session:
         effects = (
             await session.execute(
@@ -413,34 +426,40 @@ async def _count(database: Database, produced: list[str]) -> dict[str, int | flo
                 )
             ).all()
         )
-        latency = (
+        publish_max = await session.scalar(
+            sa.text("SELECT max(extract(epoch FROM published_at - created_at)) FROM outbox")
+        )
+        # From the event's time (set as the producer wrote it) to its effect's commit.
+        effect_max, effect_p99 = (
             await session.execute(
                 sa.text(
-                    "SELECT max(extract(epoch FROM o.published_at - o.created_at)),"
-                    " max(extract(epoch FROM e.applied_at - o.created_at)),"
+                    "SELECT max(extract(epoch FROM applied_at - occurred_at)),"
                     " percentile_cont(0.99) WITHIN GROUP"
-                    " (ORDER BY extract(epoch FROM e.applied_at - o.created_at))"
-                    " FROM outbox o JOIN reliability_effects e ON e.event_id = o.event_id"
+                    " (ORDER BY extract(epoch FROM applied_at - occurred_at))"
+                    " FROM reliability_effects"
                 )
             )
         ).one()
     wanted = set(produced)
     counts: dict[str, int | float] = {
-        "outbox_rows_missing": len(wanted - in_outbox),
         "outbox_unpublished": int(unpublished or 0),
         "dead_letters": int(dead or 0),
         "unknown_effects": 0,
     }
+    if keep_published:
+        counts["outbox_rows_missing"] = len(wanted - in_outbox)
+    else:
+        counts["outbox_rows_left"] = len(in_outbox)
     for group in GROUPS:
         mine = {event_id: n for consumer, event_id, n in effects if consumer == group}
         counts[f"lost_{group}"] = len(wanted - set(mine))
         counts[f"duplicated_{group}"] = sum(n - 1 for n in mine.values())
         counts["unknown_effects"] += len(set(mine) - wanted)
         counts[f"inbox_{group}"] = int(inbox_rows.get(group, 0))
-    publish_max, effect_max, effect_p99 = (round(float(v or 0.0), 1) for v in latency)
-    counts["publish_delay_max_s"] = publish_max
-    counts["effect_delay_p99_s"] = effect_p99
-    counts["effect_delay_max_s"] = effect_max
+    if keep_published:
+        counts["publish_delay_max_s"] = round(float(publish_max or 0.0), 1)
+    counts["effect_delay_p99_s"] = round(float(effect_p99 or 0.0), 1)
+    counts["effect_delay_max_s"] = round(float(effect_max or 0.0), 1)
     counts["lost"] = sum(counts[f"lost_{g}"] for g in GROUPS)
     counts["duplicated"] = sum(counts[f"duplicated_{g}"] for g in GROUPS)
     return counts
@@ -471,6 +490,7 @@ _MUST_BE_ZERO = {
     "lost",
     "duplicated",
     "outbox_rows_missing",
+    "outbox_rows_left",
     "outbox_unpublished",
     "dead_letters",
     "unknown_effects",
@@ -481,7 +501,7 @@ async def _run(tmp_path: Path, url: str, plan: Plan) -> dict[str, int | float]:
     database = await _prepare(url)
     chaos: Counter[str] = Counter()
     try:
-        async with _cluster(tmp_path, url) as cluster:
+        async with _cluster(tmp_path, url, keep_published=plan.keep_published) as cluster:
             await cluster.start()
             await _wait_for_groups(cluster)
             began = time.monotonic()
@@ -494,7 +514,7 @@ async def _run(tmp_path: Path, url: str, plan: Plan) -> dict[str, int | float]:
             log_events = cluster.log_events()
             tails = cluster.tails()
             stop_codes = await cluster.stop()
-        counts = await _count(database, produced)
+        counts = await _count(database, produced, keep_published=plan.keep_published)
     finally:
         await database.dispose()
     figures: dict[str, int | float] = {
@@ -524,11 +544,22 @@ def _nats_server_installed() -> None:
         need_service("NATS", f"no nats-server binary ({NATS_SERVER}; SEAWALL_TEST_NATS_SERVER)")
 
 
+_RETENTIONS = pytest.mark.parametrize(
+    "keep_published", [True, False], ids=["rows-kept", "rows-deleted"]
+)
+
+
+@_RETENTIONS
 async def test_events_survive_killed_relays_workers_and_a_nats_restart(
-    tmp_path: Path, fresh_postgres_url: str
+    tmp_path: Path, fresh_postgres_url: str, keep_published: bool
 ) -> None:
     plan = Plan(
-        events=1000, kills=3, nats_downtimes=(6.0,), produce_seconds=12.0, settle_timeout=120.0
+        events=1000,
+        kills=3,
+        nats_downtimes=(6.0,),
+        produce_seconds=12.0,
+        settle_timeout=120.0,
+        keep_published=keep_published,
     )
 
     figures = await _run(tmp_path, fresh_postgres_url, plan)
@@ -538,8 +569,9 @@ async def test_events_survive_killed_relays_workers_and_a_nats_restart(
 
 
 @pytest.mark.slow
+@_RETENTIONS
 async def test_ten_thousand_events_through_repeated_kills_and_two_nats_restarts(
-    tmp_path: Path, fresh_postgres_url: str
+    tmp_path: Path, fresh_postgres_url: str, keep_published: bool
 ) -> None:
     plan = Plan(
         events=10_000,
@@ -547,6 +579,7 @@ async def test_ten_thousand_events_through_repeated_kills_and_two_nats_restarts(
         nats_downtimes=(1.0, 7.0),
         produce_seconds=60.0,
         settle_timeout=600.0,
+        keep_published=keep_published,
     )
 
     figures = await _run(tmp_path, fresh_postgres_url, plan)

@@ -27,6 +27,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -426,8 +427,12 @@ class Settings(BaseSettings):
     relay_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=1.0, description="Seconds between outbox polls when nothing wakes the relay."
     )
-    outbox_retention_hours: Annotated[float, Field(gt=0, le=24 * 365)] = Field(
-        default=24.0, description="How long published outbox rows are kept."
+    outbox_retention_hours: Annotated[float, Field(ge=0, le=24 * 365)] = Field(
+        default=24.0,
+        description=(
+            "How long published outbox rows are kept; 0 deletes each row once published "
+            "(needs SEAWALL_NATS_URL: the in-process bus redelivers from published rows)."
+        ),
     )
     inbox_retention_days: Annotated[float, Field(gt=0, le=365)] = Field(
         default=7.0,
@@ -496,6 +501,16 @@ class Settings(BaseSettings):
             if text.startswith("["):
                 return json.loads(text)
             return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @field_validator("outbox_retention_hours", mode="after")
+    @classmethod
+    def _deleting_needs_a_broker(cls, value: float, info: ValidationInfo) -> float:
+        if not value and info.data.get("nats_url") is None:
+            raise ValueError(
+                "0 (delete rows once published) needs SEAWALL_NATS_URL: "
+                "the in-process bus redelivers from published rows"
+            )
         return value
 
     @field_validator("log_level", mode="before")

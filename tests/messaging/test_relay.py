@@ -16,6 +16,7 @@ from seawall.db import Database, outbox
 from seawall.errors import PublishError
 from seawall.messaging import (
     Event,
+    InProcessBus,
     Message,
     Outbox,
     OutboxRelay,
@@ -258,6 +259,87 @@ async def test_a_full_batch_leaves_the_rest_for_the_next_round(
 def test_batch_size_must_be_positive() -> None:
     with pytest.raises(ValueError, match="batch_size"):
         OutboxRelay(Database("sqlite:///:memory:"), RecordingBus(), batch_size=0)
+
+
+def test_retention_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="retention"):
+        OutboxRelay(Database("sqlite:///:memory:"), RecordingBus(), retention=timedelta(hours=-1))
+
+
+def test_deleting_published_rows_needs_a_bus_with_its_own_log() -> None:
+    # The in-process bus redelivers what its consumers missed from published rows.
+    bus = InProcessBus()
+    with pytest.raises(ValueError, match="in-process bus"):
+        OutboxRelay(Database("sqlite:///:memory:"), bus, retention=timedelta(0))
+
+
+async def test_with_no_retention_a_published_row_is_deleted_and_the_rest_stay(
+    database: Database, bus: RecordingBus, clock: Clock
+) -> None:
+    a1, a2 = make_event("a"), make_event("a")
+    b1, c1, c2 = make_event("b"), make_event("c"), make_event("c")
+    await add_events(database, a1, a2, b1, c1, c2)
+    bus.refuse[a1.id] = PublishError("broker unavailable")
+    bus.refuse[b1.id] = PublishError("message too large", permanent=True)
+    relay = OutboxRelay(
+        database, bus, retention=timedelta(0), retry_base=10.0, retry_max=10.0, clock=clock
+    )
+
+    published = await relay.relay_once()
+
+    assert published == 2
+    assert bus.ids == [c1.id, c2.id]
+    rows = {row["event_id"]: row for row in await outbox_rows(database)}
+    # Published rows are gone; the failed row waits for its retry, its sibling
+    # behind it, and the parked row for an operator.
+    assert sorted(rows) == sorted([a1.id, a2.id, b1.id])
+    assert (rows[a1.id]["attempts"], rows[a1.id]["last_error"]) == (1, "broker unavailable")
+    assert rows[a1.id]["next_attempt_at"] is not None
+    assert (rows[a2.id]["attempts"], rows[a2.id]["published_at"]) == (0, None)
+    assert rows[b1.id]["parked_at"] == clock.now
+    lag = await relay.lag()
+    assert (lag.pending, lag.retrying, lag.parked) == (2, 1, 1)
+
+    clock.advance(11)
+    del bus.refuse[a1.id]
+    assert await relay.relay_once() == 2
+    assert bus.ids == [c1.id, c2.id, a1.id, a2.id]
+    assert [row["event_id"] for row in await outbox_rows(database)] == [b1.id]
+
+
+async def test_run_with_no_retention_publishes_a_backlog_once_in_order_and_deletes_it(
+    database: Database, bus: RecordingBus
+) -> None:
+    # SQLite's pipelined marks and PostgreSQL's claim loops both delete instead.
+    expected: dict[str, list[str]] = {f"agg{i}": [] for i in range(6)}
+    for round_ in range(10):
+        batch = [make_event(aggregate, data={"n": round_}) for aggregate in expected]
+        await add_events(database, *batch)
+        for aggregate, event in zip(expected, batch, strict=True):
+            expected[aggregate].append(event.id)
+    relay = OutboxRelay(
+        database,
+        bus,
+        batch_size=4,
+        poll_interval=30.0,
+        purge_interval=0,
+        retention=timedelta(0),
+    )
+
+    task = asyncio.create_task(relay.run(concurrency=3))
+    try:
+        await eventually(lambda: _count(bus, 60), "every row is published")
+        await eventually(lambda: _outbox_is_empty(database), "every row is deleted")
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, WAIT_SECONDS)
+
+    assert len(set(bus.ids)) == len(bus.ids) == 60
+    assert _by_aggregate(bus) == expected
+
+
+async def _outbox_is_empty(database: Database) -> bool:
+    return await count_rows(database, outbox) == 0
 
 
 # -- failures --------------------------------------------------------------------------

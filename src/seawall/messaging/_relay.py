@@ -228,6 +228,11 @@ _PG_MARK_PUBLISHED: Final = (
     "UPDATE outbox SET published_at = $1, attempts = attempts + 1, next_attempt_at = NULL, "
     "last_error = NULL WHERE seq = ANY($2::BIGINT[])"
 )
+# With ``retention`` 0 a published row is deleted instead: far less work for
+# PostgreSQL than the update, which writes a new version of the whole row and an
+# entry in each of its indexes (14.5-23.5 against 35.5-37.5 µs of its CPU per
+# row, claim included, in a scratch run of 20,000 rows).
+_PG_DELETE_PUBLISHED: Final = "DELETE FROM outbox WHERE seq = ANY($1::BIGINT[])"
 _PG_MARK_FAILED: Final = (
     "UPDATE outbox SET attempts = attempts + 1, next_attempt_at = $2, last_error = $3 "
     "WHERE seq = $1"
@@ -260,6 +265,9 @@ ORDER BY seq
 _SQLITE_MARK_PUBLISHED: Final = (
     "UPDATE outbox SET published_at = :now, attempts = attempts + 1, next_attempt_at = NULL, "
     "last_error = NULL WHERE seq IN (SELECT value FROM json_each(:seqs))"
+)
+_SQLITE_DELETE_PUBLISHED: Final = (
+    "DELETE FROM outbox WHERE seq IN (SELECT value FROM json_each(:seqs))"
 )
 
 
@@ -423,6 +431,8 @@ class OutboxRelay:
     the claim skips rows published but not yet marked. A round with a failed or
     parked row writes everything before the next claim, so that row's later
     siblings see its back-off. `relay_once` marks its rows before it returns.
+    With a ``retention`` of 0, "marking" a row published deletes it, in the same
+    place and transaction; failed and parked rows stay, as always.
 
     **Waking.** On a commit in this process (`Outbox.add` marks the session),
     on PostgreSQL ``NOTIFY seawall_outbox`` (a trigger on the table), and every
@@ -436,6 +446,10 @@ class OutboxRelay:
         retry_base: first back-off after a failed publish, in seconds.
         retry_max: longest back-off, in seconds.
         retention: how long published rows are kept before the purge deletes them.
+            ``timedelta(0)``: delete each row as it is marked published, which
+            costs the database far less than the update (see **Marking**). Only
+            for a bus that keeps its own log (JetStream): the in-process bus
+            redelivers from published rows after a restart.
         purge_interval: seconds between purges; 0 disables them.
         subject_prefix: first token of every subject.
         clock: returns the current UTC time.
@@ -463,6 +477,13 @@ class OutboxRelay:
     ) -> None:
         if batch_size < 1:
             raise ValueError("batch_size must be at least 1")
+        if retention < timedelta(0):
+            raise ValueError("retention must not be negative")
+        if not retention and not bus.durable:
+            raise ValueError(
+                "the in-process bus redelivers from published outbox rows: "
+                "keep them (a retention above 0)"
+            )
         self._db = database
         self._bus = bus
         self.batch_size = batch_size
@@ -470,6 +491,7 @@ class OutboxRelay:
         self.retry_base = retry_base
         self.retry_max = retry_max
         self.retention = retention
+        self._delete_published = not retention
         self.purge_interval = purge_interval
         self.subject_prefix = subject_prefix
         self._clock = clock
@@ -582,6 +604,10 @@ class OutboxRelay:
             await asyncio.gather(claiming, return_exceptions=True)
 
     async def _mark_published(self, seqs: list[int]) -> None:
+        if self._delete_published:
+            parameters: dict[str, str] = {"seqs": json.dumps(seqs)}
+            await sqlite_statement(self._db, _SQLITE_DELETE_PUBLISHED, parameters, write=True)
+            return
         parameters = {"now": _sqlite_time(self._clock()), "seqs": json.dumps(seqs)}
         await sqlite_statement(self._db, _SQLITE_MARK_PUBLISHED, parameters, write=True)
 
@@ -597,7 +623,10 @@ class OutboxRelay:
                 return 0, _HELD_BACK if candidates else _IDLE
             outcome = await self._publish(rows)
             now = self._clock()
-            if outcome.published:
+            if outcome.published and self._delete_published:
+                statement.sql = _PG_DELETE_PUBLISHED
+                await driver.execute(_PG_DELETE_PUBLISHED, outcome.published)
+            elif outcome.published:
                 statement.sql = _PG_MARK_PUBLISHED
                 await driver.execute(_PG_MARK_PUBLISHED, now, outcome.published)
             if outcome.failed:
@@ -692,7 +721,9 @@ class OutboxRelay:
 
     async def _record(self, session: AsyncSession, outcome: _Outcome) -> None:
         now = self._clock()
-        if outcome.published:
+        if outcome.published and self._delete_published:
+            await session.execute(outbox.delete().where(outbox.c.seq.in_(outcome.published)))
+        elif outcome.published:
             await session.execute(
                 outbox.update()
                 .where(outbox.c.seq.in_(outcome.published))
