@@ -199,5 +199,18 @@ def test_a_retention_of_zero_deletes_published_rows_only_with_a_broker(
     settings = load_settings()
 
     assert caught.value.key == "SEAWALL_OUTBOX_RETENTION_HOURS"
-    assert "SEAWALL_NATS_URL" in caught.value.reason
+    assert caught.value.reason.startswith("0 (delete rows once published) needs SEAWALL_NATS_URL")
     assert settings.outbox_retention_hours == 0
+
+
+def test_a_validator_s_message_comes_without_pydantic_s_prefix(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("SEAWALL_DATABASE_URL", "mysql://db/x")
+
+    with pytest.raises(ConfigurationError) as caught:
+        load_settings()
+
+    assert str(caught.value) == (
+        "invalid configuration: SEAWALL_DATABASE_URL: must start with sqlite:// or postgresql://"
+    )

@@ -610,6 +610,8 @@ def _configuration_error(exc: ValidationError) -> ConfigurationError:
         key = ENV_PREFIX + "__".join(loc).upper() if loc else ENV_PREFIX.rstrip("_")
         first_key = first_key or key
         message = str(error["msg"]).rstrip(".")
+        if error["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+            message = message.removeprefix("Value error, ")
         problems.append(f"{key}: {message}")
     if len(problems) == 1 and first_key is not None:
         return ConfigurationError(problems[0].split(": ", 1)[1], key=first_key)
