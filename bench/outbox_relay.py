@@ -16,8 +16,10 @@ Measured, in this order:
   then `OutboxRelay` publishes them all, through `relay_once` in a loop (each
   round claims, publishes and marks in turn) and through `run()` as the service
   runs it (PostgreSQL: two claim loops; SQLite: the next batch claimed and the
-  last one marked while one is published); each drain to `NatsBus` is paired with
-  a raw publish run right before it, the ratio is against that run, and both CPU
+  last one marked while one is published), and through `run()` again with a
+  retention of 0 (each row deleted once published instead of marked); each
+  drain to `NatsBus` is paired with a raw publish run right before it, the
+  ratio is against that run, and both CPU
   costs per event are shown (steadier than rates on a shared machine): this
   process's, its event loop thread's, and PostgreSQL's and nats-server's (read
   from ``/proc``), with the highest ratio that CPU per event allows (`cpu_bound`);
