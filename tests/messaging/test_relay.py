@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from structlog.testing import capture_logs
 
 from seawall.db import Database, outbox
 from seawall.errors import PublishError
@@ -326,16 +327,19 @@ async def test_run_with_no_retention_publishes_a_backlog_once_in_order_and_delet
         retention=timedelta(0),
     )
 
-    task = asyncio.create_task(relay.run(concurrency=3))
-    try:
-        await eventually(lambda: _count(bus, 60), "every row is published")
-        await eventually(lambda: _outbox_is_empty(database), "every row is deleted")
-    finally:
-        relay.stop()
-        await asyncio.wait_for(task, WAIT_SECONDS)
+    with capture_logs() as logs:
+        task = asyncio.create_task(relay.run(concurrency=3))
+        try:
+            await eventually(lambda: _count(bus, 60), "every row is published")
+            await eventually(lambda: _outbox_is_empty(database), "every row is deleted")
+        finally:
+            relay.stop()
+            await asyncio.wait_for(task, WAIT_SECONDS)
 
     assert len(set(bus.ids)) == len(bus.ids) == 60
     assert _by_aggregate(bus) == expected
+    started = [entry for entry in logs if entry["event"] == "relay_started"]
+    assert [entry["published_rows"] for entry in started] == ["deleted"]
 
 
 async def _outbox_is_empty(database: Database) -> bool:

@@ -840,7 +840,11 @@ class OutboxRelay:
             if self._postgres
             else None
         )
-        log.info("relay_started", relay=repr(self))
+        log.info(
+            "relay_started",
+            relay=repr(self),
+            published_rows="deleted" if self._delete_published else f"kept {self.retention}",
+        )
         try:
             await asyncio.gather(*loops)
         finally:
