@@ -235,6 +235,53 @@ async def test_a_sqlite_transaction_waiting_too_long_for_its_turn_is_an_operatio
         await database.dispose()
 
 
+async def test_a_free_sqlite_write_turn_is_taken_without_a_turn_of_the_event_loop(
+    tmp_path: Path,
+) -> None:
+    # Under load every turn of the loop runs everything else that is ready first:
+    # a free lock must not cost one.
+    database = Database(f"sqlite:///{tmp_path}/turns.db", timeout=5)
+    other_work: list[str] = []
+    asyncio.get_running_loop().call_soon(other_work.append, "ran")
+    try:
+        async with database.write_turn():
+            taken_before_other_work = not other_work
+    finally:
+        await database.dispose()
+
+    assert taken_before_other_work
+
+
+async def test_sqlite_write_turns_go_in_arrival_order(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/turns.db", timeout=5)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def holder() -> None:
+        async with database.write_turn():
+            await release.wait()
+
+    async def writer(name: str) -> None:
+        async with database.write_turn():
+            order.append(name)
+            await asyncio.sleep(0)
+
+    held = asyncio.create_task(holder())
+    await asyncio.sleep(0)
+    queued = [asyncio.create_task(writer(name)) for name in ("w1", "w2")]
+    await asyncio.sleep(0.05)
+    release.set()
+    await held
+    # Whether or not w1 has run yet, a newcomer queues behind the writers waiting.
+    late = asyncio.create_task(writer("w3"))
+    try:
+        await asyncio.gather(*queued, late)
+    finally:
+        await database.dispose()
+
+    assert order == ["w1", "w2", "w3"]
+
+
 async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(
     tmp_path: Path,
 ) -> None:

@@ -202,7 +202,10 @@ class Database:
             yield  # nested in a transaction of this task: SQLite itself decides, as before
             return
         try:
-            await asyncio.wait_for(turn.lock.acquire(), self.timeout)
+            # Not `asyncio.wait_for`: on Python 3.11 it runs the acquire in a task of its
+            # own, so even a free lock cost two turns of the event loop.
+            async with asyncio.timeout(self.timeout):
+                await turn.lock.acquire()
         except TimeoutError as exc:
             # What SQLite's own busy timeout raises, so callers handle both alike.
             locked = sqlite3.OperationalError("database is locked (by this process)")
