@@ -312,12 +312,7 @@ async def test_run_with_no_retention_publishes_a_backlog_once_in_order_and_delet
     database: Database, bus: RecordingBus
 ) -> None:
     # SQLite's pipelined marks and PostgreSQL's claim loops both delete instead.
-    expected: dict[str, list[str]] = {f"agg{i}": [] for i in range(6)}
-    for round_ in range(10):
-        batch = [make_event(aggregate, data={"n": round_}) for aggregate in expected]
-        await add_events(database, *batch)
-        for aggregate, event in zip(expected, batch, strict=True):
-            expected[aggregate].append(event.id)
+    expected = await _backlog(database)
     relay = OutboxRelay(
         database,
         bus,
@@ -767,6 +762,17 @@ async def test_run_with_many_claim_loops_publishes_each_row_once_in_order(
     assert _by_aggregate(bus) == expected
 
 
+async def _backlog(database: Database) -> dict[str, list[str]]:
+    """Commit ten rounds of one event for each of six aggregates; their ids per aggregate."""
+    expected: dict[str, list[str]] = {f"agg{i}": [] for i in range(6)}
+    for round_ in range(10):
+        batch = [make_event(aggregate, data={"n": round_}) for aggregate in expected]
+        await add_events(database, *batch)
+        for aggregate, event in zip(expected, batch, strict=True):
+            expected[aggregate].append(event.id)
+    return expected
+
+
 async def _count(bus: RecordingBus, wanted: int) -> bool:
     return len(bus.published) >= wanted
 
@@ -791,12 +797,7 @@ async def test_on_sqlite_run_works_through_a_backlog_once_in_order_and_marks_eve
 ) -> None:
     # Full batches: the next batch is claimed while one is published, and the
     # "published" updates are written while the next batch goes out.
-    expected: dict[str, list[str]] = {f"agg{i}": [] for i in range(6)}
-    for round_ in range(10):
-        batch = [make_event(aggregate, data={"n": round_}) for aggregate in expected]
-        await add_events(database, *batch)
-        for aggregate, event in zip(expected, batch, strict=True):
-            expected[aggregate].append(event.id)
+    expected = await _backlog(database)
     relay = OutboxRelay(database, bus, batch_size=4, poll_interval=30.0, purge_interval=0)
 
     async with _running(relay):
