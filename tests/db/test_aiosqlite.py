@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from seawall.db import Database, insert_rows
-from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi
+from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi, ride_along
 
 _metadata = sa.MetaData()
 _things = sa.Table(
@@ -245,6 +245,153 @@ async def test_driver_errors_come_back_as_sqlalchemy_s_without_the_parameters(
     async with database.reading() as session:  # the failed transactions left nothing
         count = await session.execute(sa.select(sa.func.count()).select_from(_things))
         assert count.scalar() == 1
+
+
+# --- writes that ride along (`ride_along`, `insert_rows(along=True)`) ---------------------------
+
+
+async def _names(database: Database) -> list[str]:
+    async with database.reading() as session:
+        rows = await session.execute(sa.select(_things.c.name).order_by(_things.c.id))
+        return [name for (name,) in rows]
+
+
+async def test_a_transaction_whose_only_write_rides_along_makes_one_hop(
+    database: Database, hops: list[str]
+) -> None:
+    async with database.transaction() as session:
+        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+        assert hops == []  # nothing sent yet
+
+    assert hops == ["_commit"]  # BEGIN IMMEDIATE, the INSERT and COMMIT
+    assert await _names(database) == ["a"]
+
+
+async def test_a_write_that_rides_along_goes_before_the_next_statement(
+    database: Database, hops: list[str]
+) -> None:
+    async with database.transaction() as session:
+        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+        count = await session.execute(sa.select(sa.func.count()).select_from(_things))
+        assert count.scalar() == 1  # this transaction's later statements see it
+        await insert_rows(session, _things, [{"name": "b", "size": 2}])  # not along: sent now
+        assert hops == ["_run", "_send"]
+
+    assert await _names(database) == ["a", "b"]
+
+
+async def test_writes_that_ride_along_go_in_the_order_they_were_staged(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        for name in "cab":
+            await insert_rows(session, _things, [{"name": name, "size": 1}], along=True)
+
+    assert await _names(database) == ["c", "a", "b"]
+
+
+async def test_a_rollback_drops_the_writes_riding_along_unsent(
+    database: Database, hops: list[str]
+) -> None:
+    with pytest.raises(RuntimeError, match="changed my mind"):
+        async with database.transaction() as session:
+            await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+            raise RuntimeError("changed my mind")
+    assert hops == []  # never begun, nothing to roll back
+
+    async with database.transaction() as session:  # the pooled connection sends none of it
+        await session.execute(sa.insert(_things).values(name="b", size=2))
+    assert await _names(database) == ["b"]
+
+
+async def test_a_session_closed_without_commit_leaves_no_write_for_the_next_one(
+    database: Database,
+) -> None:
+    async with database.sessions() as session:
+        await session.begin()
+        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+    # The connection went back to the pool with the write unsent.
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="b", size=2))
+
+    assert await _names(database) == ["b"]
+
+
+async def test_a_savepoint_rolled_back_takes_back_a_write_that_rode_along_inside_it(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await insert_rows(session, _things, [{"name": "kept", "size": 1}], along=True)
+        savepoint = await session.begin_nested()
+        await insert_rows(session, _things, [{"name": "undone", "size": 2}], along=True)
+        await savepoint.rollback()
+        await insert_rows(session, _things, [{"name": "after", "size": 3}], along=True)
+
+    assert await _names(database) == ["kept", "after"]
+
+
+async def test_a_write_refused_at_commit_fails_the_commit_and_writes_nothing(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="taken", size=1))
+
+    with pytest.raises(IntegrityError, match="UNIQUE constraint failed") as refused:
+        async with database.transaction() as session:
+            await session.execute(sa.insert(_things).values(name="new", size=2))
+            await insert_rows(session, _things, [{"name": "taken", "size": 4242}], along=True)
+
+    assert "sent along" in str(refused.value)
+    assert "4242" not in str(refused.value)  # the statement, never its parameters
+    assert await _names(database) == ["taken"]
+
+
+async def test_a_transaction_whose_write_was_refused_on_the_way_can_never_commit(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="taken", size=1))
+
+    # The refusal surfaces at the statement the write rode with. A caller that
+    # takes it for that statement's own error and goes on must not commit the
+    # rest without the write.
+    with pytest.raises(IntegrityError, match="cannot commit"):
+        async with database.transaction() as session:
+            await insert_rows(session, _things, [{"name": "taken", "size": 2}], along=True)
+            with pytest.raises(IntegrityError, match="sent along"):
+                await session.execute(sa.insert(_things).values(name="other", size=3))
+            await session.execute(sa.insert(_things).values(name="more", size=4))
+
+    assert await _names(database) == ["taken"]
+    async with database.transaction() as session:  # the pooled connection is clean again
+        await insert_rows(session, _things, [{"name": "fine", "size": 5}], along=True)
+    assert await _names(database) == ["taken", "fine"]
+
+
+async def test_writes_riding_along_wait_with_a_begin_that_found_the_lock_busy(
+    held: tuple[Database, sqlite3.Connection],
+) -> None:
+    # The BEGIN failed, so the write never ran: it goes again with the next
+    # statement, inside the transaction, and commits with it.
+    database, holder = held
+    async with database.sessions() as session, session.begin():
+        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+        with pytest.raises(OperationalError, match="database is locked"):
+            await session.execute(sa.insert(_things).values(name="b", size=2))
+        holder.execute("ROLLBACK")
+        await session.execute(sa.insert(_things).values(name="c", size=3))
+
+    assert [name for (name,) in holder.execute("SELECT name FROM things ORDER BY id")] == [
+        "a",
+        "c",
+    ]
+
+
+async def test_a_write_cannot_ride_along_outside_a_transaction(database: Database) -> None:
+    async with database.engine.connect() as conn:
+        raw = await conn.get_raw_connection()
+        with pytest.raises(RuntimeError, match="inside a transaction"):
+            ride_along(raw.dbapi_connection, "INSERT INTO things (name, size) VALUES (?, ?)", [])
 
 
 def test_without_aiosqlite_s_hop_the_stock_adapter_is_used(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -16,6 +16,15 @@ goes from five hops to two: the statement, with ``BEGIN IMMEDIATE`` before it,
 and ``COMMIT``. Code that uses the driver connection itself inside a
 transaction calls `begin_deferred` first.
 
+A write whose result nobody reads (the outbox's rows) can ride along as well
+(`ride_along`): it is sent in the connection's next hop, before that hop's
+statement, or before its ``COMMIT``. A transaction that stages an event and
+commits makes one hop. Every later statement of the transaction sees the row
+(it was written first), a savepoint rolled back after it undoes it, and a
+rollback drops it unsent. If SQLite refuses it, the statement it rode with
+fails with SQLite's error, and the transaction can no longer commit: its
+``COMMIT`` fails too, even when the caller went on after the first error.
+
 Server-side cursors (``stream()``) keep SQLAlchemy's own cursor, which sends a
 deferred ``BEGIN`` before its statement: they fetch as they go. The hop uses
 aiosqlite's ``Connection._execute``, the method its own ``execute_fetchall`` goes
@@ -26,9 +35,11 @@ it, and the engine then uses the stock adapter.
 from __future__ import annotations
 
 import collections
+import contextlib
 import sqlite3
 import weakref
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.dialects.sqlite.aiosqlite import (
@@ -46,6 +57,50 @@ _Outcome = tuple[Any, list[Any] | None, int, int | None]
 
 # The ``BEGIN`` each aiosqlite connection's next statement sends first (`defer_begin`).
 _deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+# The writes each connection's next hop sends after that ``BEGIN`` (`ride_along`).
+_riders: weakref.WeakKeyDictionary[Any, list[_Rider]] = weakref.WeakKeyDictionary()
+# Why a connection's transaction cannot commit: a write that rode along failed.
+_spoiled: weakref.WeakKeyDictionary[Any, sqlite3.Error] = weakref.WeakKeyDictionary()
+
+
+@dataclass(frozen=True, slots=True)
+class _Rider:
+    """An ``executemany`` sent with the connection's next hop (`ride_along`)."""
+
+    sql: str
+    arguments: Sequence[Sequence[Any]]
+
+
+class _RiderError(Exception):
+    """On the driver's thread: a write that rode along failed (with *error*)."""
+
+    def __init__(self, rider: _Rider, error: sqlite3.Error) -> None:
+        super().__init__(str(error))
+        self.rider = rider
+        self.error = error
+
+
+def ride_along(dbapi_connection: Any, sql: str, arguments: Sequence[Sequence[Any]]) -> bool:
+    """Send *sql* for each of *arguments* in the connection's next hop (see the module).
+
+    For writes inside a transaction whose results nobody reads. The caller
+    learns of a refusal from the statement (or the ``COMMIT``) it rode with.
+
+    Returns:
+        False, with nothing staged, when *dbapi_connection* is not a one-hop
+        connection: the caller runs the statement itself.
+
+    Raises:
+        RuntimeError: the connection is in no transaction (the writes would
+            commit on their own).
+    """
+    if not isinstance(dbapi_connection, _OneHopConnection):
+        return False
+    driver = dbapi_connection._connection
+    if driver not in _deferred and not driver.in_transaction:
+        raise RuntimeError("writes can only ride along inside a transaction")
+    _riders.setdefault(driver, []).append(_Rider(sql, arguments))
+    return True
 
 
 def defer_begin(dbapi_connection: Any, statement: str) -> bool:
@@ -65,10 +120,16 @@ def forget_begin(dbapi_connection: Any) -> bool:
     """Drop a deferred ``BEGIN`` that no statement sent; whether there was one.
 
     A transaction that ends with its ``BEGIN`` still deferred never started:
-    nothing to commit or roll back.
+    nothing to commit or roll back. Writes still waiting to ride along are
+    dropped too (they belong to the transaction that ends), and so is a failure
+    that spoiled it.
     """
     driver = getattr(dbapi_connection, "_connection", None)
-    return driver is not None and _deferred.pop(driver, None) is not None
+    if driver is None:
+        return False
+    _riders.pop(driver, None)
+    _spoiled.pop(driver, None)
+    return _deferred.pop(driver, None) is not None
 
 
 async def begin_deferred(dbapi_connection: Any) -> None:
@@ -82,29 +143,68 @@ async def begin_deferred(dbapi_connection: Any) -> None:
         sqlite3.Error: the ``BEGIN`` failed (the write lock stayed busy).
     """
     driver: Any = getattr(dbapi_connection, "_connection", None)
-    if driver is not None and (statement := _deferred.pop(driver, None)) is not None:
-        try:
-            await driver.execute_fetchall(statement)
-        except Exception:  # the hop is over (a cancelled one may still run on the thread)
-            _keep_unless_begun(driver, statement)
-            raise
+    if driver is None:
+        return
+    begin, riders = _deferred.pop(driver, None), _riders.pop(driver, None)
+    if begin is None and not riders:
+        return
+    try:
+        await driver._execute(_send, driver._conn, begin, riders)
+    except BaseException as error:  # the hop is over (a cancelled one may still run on)
+        raise _after_failed_hop(driver, begin, riders, error) from None
 
 
-def _keep_unless_begun(driver: Any, begin: str | None) -> None:
-    """After a failed hop: defer *begin* again if the transaction did not begin.
+def _after_failed_hop(
+    driver: Any, begin: str | None, riders: list[_Rider] | None, error: BaseException
+) -> BaseException:
+    """Put back what a failed hop carried and did not send; return the error to raise.
 
     A ``BEGIN IMMEDIATE`` that found the write lock busy (or a hop that never
     reached the thread) leaves no transaction open; the transaction's next
-    statement must try it again, else it would run, and commit, on its own.
+    statement must try it again, with the writes that rode along, else they
+    would run, and commit, on their own. A write that rode along and failed (or
+    may have: a cancelled hop) spoils the transaction: it cannot commit.
     """
+    if isinstance(error, _RiderError):
+        failure = type(error.error)(f"{error.error} (in {error.rider.sql!r}, sent along)")
+        _spoiled[driver] = failure
+        return failure
+    if not isinstance(error, Exception):  # cancelled: the writes may run on, or not
+        if riders:
+            _spoiled[driver] = sqlite3.OperationalError("writes sent along were interrupted")
+        return error
     if begin is None:
-        return
+        if riders:  # sent inside an open transaction, before what failed
+            with contextlib.suppress(ValueError):
+                if not driver.in_transaction:  # ... which SQLite itself rolled back
+                    _spoiled[driver] = sqlite3.OperationalError("the transaction was rolled back")
+        return error
     try:
         begun = bool(driver.in_transaction)
     except ValueError:  # aiosqlite's "no active connection": closed, nothing to begin
-        return
+        return error
     if not begun:
         _deferred[driver] = begin
+        if riders:
+            _riders[driver] = [*riders, *_riders.get(driver, ())]
+    return error
+
+
+def _send(connection: sqlite3.Connection, begin: str | None, riders: list[_Rider] | None) -> None:
+    """On the driver's thread: *begin*, then the writes that ride along."""
+    if begin is None and not riders:
+        return
+    cursor = connection.cursor()
+    try:
+        if begin is not None:
+            cursor.execute(begin)
+        for rider in riders or ():
+            try:
+                cursor.executemany(rider.sql, rider.arguments)
+            except sqlite3.Error as error:
+                raise _RiderError(rider, error) from error
+    finally:
+        cursor.close()
 
 
 def _run(
@@ -114,12 +214,15 @@ def _run(
     *,
     many: bool,
     begin: str | None,
+    riders: list[_Rider] | None = None,
 ) -> _Outcome:
-    """On the driver's thread: run one statement (after *begin*) and keep what a cursor holds."""
+    """On the driver's thread: run one statement (after *begin* and *riders*).
+
+    Returns what a cursor holds afterwards.
+    """
+    _send(connection, begin, riders)
     cursor = connection.cursor()
     try:
-        if begin is not None:
-            cursor.execute(begin)
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
@@ -178,14 +281,24 @@ class OneHopCursor:
 
     def _hop(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver = self._adapt_connection._connection
-        begin = _deferred.pop(driver, None)
+        begin, riders = _deferred.pop(driver, None), _riders.pop(driver, None)
         try:
             outcome: _Outcome = await_(
-                driver._execute(_run, driver._conn, operation, parameters, many=many, begin=begin)
+                driver._execute(
+                    _run,
+                    driver._conn,
+                    operation,
+                    parameters,
+                    many=many,
+                    begin=begin,
+                    riders=riders,
+                )
             )
-        except Exception as error:  # the hop is over (a cancelled one may still run on)
-            _keep_unless_begun(driver, begin)
-            self._adapt_connection._handle_exception(error)  # as SQLAlchemy's adapter does
+        except BaseException as error:  # the hop is over (a cancelled one may still run on)
+            failure = _after_failed_hop(driver, begin, riders, error)
+            if not isinstance(failure, Exception):
+                raise
+            self._adapt_connection._handle_exception(failure)  # as SQLAlchemy's adapter does
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows or ())
 
@@ -257,12 +370,33 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         return OneHopCursor(self)
 
     def commit(self) -> None:
+        driver = self._connection
+        if (spoiled := _spoiled.pop(driver, None)) is not None:
+            _riders.pop(driver, None)
+            raise type(spoiled)(f"cannot commit: {spoiled}")
+        if riders := _riders.pop(driver, None):
+            # The writes that rode along go with the COMMIT (and the BEGIN, if unsent).
+            begin = _deferred.pop(driver, None)
+            try:
+                await_(driver._execute(_commit, driver._conn, begin, riders))
+            except BaseException as error:
+                failure = _after_failed_hop(driver, begin, riders, error)
+                if not isinstance(failure, Exception):
+                    raise
+                self._handle_exception(failure)
+            return
         if not forget_begin(self):  # else it never began: nothing to commit
             super().commit()
 
     def rollback(self) -> None:
-        if not forget_begin(self):
+        if not forget_begin(self):  # writes that never rode along: nothing to undo
             super().rollback()
+
+
+def _commit(connection: sqlite3.Connection, begin: str | None, riders: list[_Rider]) -> None:
+    """On the driver's thread: *begin*, the writes that ride along, then ``COMMIT``."""
+    _send(connection, begin, riders)
+    connection.commit()
 
 
 class _OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -30,7 +30,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Dialect
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
-from seawall.db._aiosqlite import begin_deferred
+from seawall.db._aiosqlite import begin_deferred, ride_along
 from seawall.db._database import sqlite_error
 from seawall.db._raw import UnnestInsert, translate_error
 
@@ -130,7 +130,11 @@ async def _driver(connection: AsyncConnection) -> Any:
 
 
 async def insert_rows(
-    session: AsyncSession, table: sa.Table, rows: Sequence[Mapping[str, Any]]
+    session: AsyncSession,
+    table: sa.Table,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    along: bool = False,
 ) -> None:
     """Insert *rows* into *table* in *session*'s transaction, with one statement.
 
@@ -141,11 +145,16 @@ async def insert_rows(
         session: a session inside a transaction (`Database.transaction`).
         table: the table written.
         rows: the rows, as ``{column: value}``.
+        along: on SQLite, send the rows with the transaction's next statement,
+            or with its ``COMMIT``, instead of in a hop of their own (see
+            `seawall.db._aiosqlite`); a refusal is then that statement's error,
+            and the transaction cannot commit. For rows nobody reads back
+            before then, like the outbox's. PostgreSQL inserts them at once.
 
     Raises:
         sqlalchemy.exc.DBAPIError: the database refused the rows (a duplicate key
             is an `IntegrityError`); none of them is written, and the caller's
-            transaction must roll back.
+            transaction must roll back (on SQLite it cannot commit any more).
         KeyError: a row lacks one of the first row's columns.
         ValueError: a value its column refuses (a naive datetime).
     """
@@ -157,6 +166,15 @@ async def insert_rows(
         raise ValueError(f"insert_rows does not support {dialect.name!r}")
     statement = _statement(dialect, table, tuple(rows[0]))
     arguments = statement.arguments(rows)
+    if dialect.name == "sqlite":
+        raw = await connection.get_raw_connection()
+        if ride_along(raw.dbapi_connection, statement.sql, arguments):
+            if not along:
+                try:  # the transaction's BEGIN, if unsent, and these rows: one hop
+                    await begin_deferred(raw.dbapi_connection)
+                except sqlite3.Error as exc:
+                    raise sqlite_error(statement.sql, exc, dialect) from exc
+            return
     driver = await _driver(connection)
     try:
         if dialect.name == "postgresql":

@@ -9,7 +9,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import insert_rows
+from seawall.db import dialect_of, insert_rows
 from seawall.db import outbox as outbox_table
 from seawall.messaging import _wakeup
 from seawall.messaging._event import Event
@@ -95,7 +95,11 @@ class Outbox:
             ValueError: no aggregate id was given and the event has no subject.
         """
         row = self.row(event, aggregate_type=aggregate_type, aggregate_id=aggregate_id)
-        await session.execute(self._insert, row)
+        if dialect_of(session) == "sqlite":
+            # Sent with the transaction's next statement or its COMMIT: no hop of its own.
+            await insert_rows(session, self._table, [row], along=True)
+        else:
+            await session.execute(self._insert, row)
         _wakeup.mark(session.sync_session)
 
     async def add_all(self, session: AsyncSession, events: Sequence[Event]) -> None:
@@ -115,7 +119,7 @@ class Outbox:
         """
         if not events:
             return
-        await insert_rows(session, self._table, self.rows(events))
+        await insert_rows(session, self._table, self.rows(events), along=True)
         _wakeup.mark(session.sync_session)
 
     def rows(self, events: Sequence[Event]) -> list[dict[str, Any]]:
