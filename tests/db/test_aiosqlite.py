@@ -368,6 +368,27 @@ async def test_a_transaction_whose_write_was_refused_on_the_way_can_never_commit
     assert await _names(database) == ["taken", "fine"]
 
 
+async def test_a_refused_insert_sent_at_once_is_the_caller_s_error_to_handle(
+    database: Database,
+) -> None:
+    # insert_rows without `along` goes in one hop with what was staged before it;
+    # its own refusal is raised there, and a savepoint rolled back takes it back
+    # as with any statement: the transaction may still commit.
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="taken", size=1))
+
+    async with database.transaction() as session:
+        await insert_rows(session, _things, [{"name": "staged", "size": 2}], along=True)
+        savepoint = await session.begin_nested()
+        with pytest.raises(IntegrityError, match="UNIQUE constraint failed") as refused:
+            await insert_rows(session, _things, [{"name": "taken", "size": 3}])
+        await savepoint.rollback()
+        await insert_rows(session, _things, [{"name": "after", "size": 4}])
+
+    assert "sent along" not in str(refused.value)
+    assert await _names(database) == ["taken", "staged", "after"]
+
+
 async def test_writes_riding_along_wait_with_a_begin_that_found_the_lock_busy(
     held: tuple[Database, sqlite3.Connection],
 ) -> None:

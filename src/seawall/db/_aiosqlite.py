@@ -69,6 +69,7 @@ class _Rider:
 
     sql: str
     arguments: Sequence[Sequence[Any]]
+    along: bool  # False: its caller sends it now (`begin_deferred`) and sees its error
 
 
 class _RiderError(Exception):
@@ -80,11 +81,17 @@ class _RiderError(Exception):
         self.error = error
 
 
-def ride_along(dbapi_connection: Any, sql: str, arguments: Sequence[Sequence[Any]]) -> bool:
+def ride_along(
+    dbapi_connection: Any, sql: str, arguments: Sequence[Sequence[Any]], *, along: bool = True
+) -> bool:
     """Send *sql* for each of *arguments* in the connection's next hop (see the module).
 
     For writes inside a transaction whose results nobody reads. The caller
     learns of a refusal from the statement (or the ``COMMIT``) it rode with.
+    With *along* False the caller sends it at once with `begin_deferred` (with
+    the ``BEGIN`` and the writes staged before it, in one hop) and gets its
+    refusal there, like any statement's: that alone does not spoil the
+    transaction.
 
     Returns:
         False, with nothing staged, when *dbapi_connection* is not a one-hop
@@ -99,7 +106,7 @@ def ride_along(dbapi_connection: Any, sql: str, arguments: Sequence[Sequence[Any
     driver = dbapi_connection._connection
     if driver not in _deferred and not driver.in_transaction:
         raise RuntimeError("writes can only ride along inside a transaction")
-    _riders.setdefault(driver, []).append(_Rider(sql, arguments))
+    _riders.setdefault(driver, []).append(_Rider(sql, arguments, along))
     return True
 
 
@@ -166,6 +173,8 @@ def _after_failed_hop(
     may have: a cancelled hop) spoils the transaction: it cannot commit.
     """
     if isinstance(error, _RiderError):
+        if not error.rider.along:  # the caller's own statement: its error, as usual
+            return error.error
         failure = type(error.error)(f"{error.error} (in {error.rider.sql!r}, sent along)")
         _spoiled[driver] = failure
         return failure

@@ -168,7 +168,7 @@ async def insert_rows(
     arguments = statement.arguments(rows)
     if dialect.name == "sqlite":
         raw = await connection.get_raw_connection()
-        if ride_along(raw.dbapi_connection, statement.sql, arguments):
+        if ride_along(raw.dbapi_connection, statement.sql, arguments, along=along):
             if not along:
                 try:  # the transaction's BEGIN, if unsent, and these rows: one hop
                     await begin_deferred(raw.dbapi_connection)
