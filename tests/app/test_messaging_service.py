@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import httpx
 import pytest
@@ -11,7 +12,7 @@ from pydantic import SecretStr
 
 from seawall.app import create_app
 from seawall.config import Settings
-from seawall.db import Database, inbox, outbox
+from seawall.db import Database, case_activity, inbox, outbox
 from tests.app.test_cases import NEW_CASE, key
 from tests.live_server import free_port
 
@@ -131,3 +132,48 @@ async def test_a_broker_outage_degrades_but_still_accepts_changes(
     assert (bus["status"], bus["healthy"], bus["details"]["kind"]) == ("unhealthy", False, "nats")
     assert bus["error"]
     assert body["dependencies"]["outbox"]["details"]["pending"] == 1
+
+
+async def test_a_batch_of_case_events_is_one_transaction_of_two_hops_on_sqlite(
+    database: Database, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The timeline's rows go with the batch's COMMIT (`insert_rows(along=True)`):
+    # the inbox insert (with the BEGIN) and the COMMIT, however many events.
+    import aiosqlite
+
+    from seawall.app.consumers import ACTIVITY_CONSUMER
+    from seawall.messaging import InProcessBus, Worker, registry
+    from tests.messaging.conftest import make_event
+
+    hops: list[str] = []
+    original = aiosqlite.Connection._execute
+
+    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        hops.append(getattr(fn, "__name__", repr(fn)))
+        return await original(self, fn, *args, **kwargs)
+
+    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    spec = next(spec for spec in registry if spec.durable == ACTIVITY_CONSUMER)
+    worker = Worker(database, InProcessBus(), [spec])
+    events = [
+        make_event(f"case-{i}", type="case.created", data={"title": f"t{i}"}) for i in range(5)
+    ]
+
+    async with database.transaction() as session:  # the pool's connection is open
+        await session.execute(sa.select(1))
+    hops.clear()
+
+    applied = await worker.apply_many(spec, events)
+
+    assert applied == [True] * 5
+    if database.dialect == "sqlite":
+        assert hops == ["_run", "_commit"]
+    async with database.reading() as session:
+        recorded = await session.execute(
+            sa.select(case_activity.c.event_id, case_activity.c.summary).order_by(
+                case_activity.c.id
+            )
+        )
+        assert [(row.event_id, row.summary) for row in recorded] == [
+            (event.id, f"created: t{i}") for i, event in enumerate(events)
+        ]
