@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 import httpx
 import pytest
@@ -135,24 +134,14 @@ async def test_a_broker_outage_degrades_but_still_accepts_changes(
 
 
 async def test_a_batch_of_case_events_is_one_transaction_of_two_hops_on_sqlite(
-    database: Database, monkeypatch: pytest.MonkeyPatch
+    database: Database, hops: list[str]
 ) -> None:
     # The timeline's rows go with the batch's COMMIT (`insert_rows(along=True)`):
     # the inbox insert (with the BEGIN) and the COMMIT, however many events.
-    import aiosqlite
-
     from seawall.app.consumers import ACTIVITY_CONSUMER
     from seawall.messaging import InProcessBus, Worker, registry
     from tests.messaging.conftest import make_event
 
-    hops: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        hops.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
     spec = next(spec for spec in registry if spec.durable == ACTIVITY_CONSUMER)
     worker = Worker(database, InProcessBus(), [spec])
     events = [

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import aiosqlite
 import pytest
@@ -33,20 +32,6 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
         await conn.run_sync(_metadata.create_all)
     yield db
     await db.dispose()
-
-
-@pytest.fixture
-def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the functions sent to aiosqlite's thread, one per hop."""
-    sent: list[str] = []
-    original = aiosqlite.Connection._execute
-
-    async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        sent.append(getattr(fn, "__name__", repr(fn)))
-        return await original(self, fn, *args, **kwargs)
-
-    monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
-    return sent
 
 
 async def test_a_one_statement_write_transaction_takes_two_hops(
@@ -228,12 +213,16 @@ async def test_a_streamed_result_keeps_sqlalchemy_s_server_side_cursor(
     assert sizes == list(range(7))
 
 
-async def test_driver_errors_come_back_as_sqlalchemy_s_without_the_parameters(
-    database: Database,
-) -> None:
+@pytest.fixture
+async def taken(database: Database) -> None:
+    """A row named "taken" in `things` (the next one by that name is refused)."""
     async with database.transaction() as session:
         await session.execute(sa.insert(_things).values(name="taken", size=1))
 
+
+async def test_driver_errors_come_back_as_sqlalchemy_s_without_the_parameters(
+    database: Database, taken: None
+) -> None:
     with pytest.raises(IntegrityError, match="UNIQUE constraint failed") as duplicate:
         async with database.transaction() as session:
             await session.execute(sa.insert(_things).values(name="taken", size=4242))
@@ -331,11 +320,8 @@ async def test_a_savepoint_rolled_back_takes_back_a_write_that_rode_along_inside
 
 
 async def test_a_write_refused_at_commit_fails_the_commit_and_writes_nothing(
-    database: Database,
+    database: Database, taken: None
 ) -> None:
-    async with database.transaction() as session:
-        await session.execute(sa.insert(_things).values(name="taken", size=1))
-
     with pytest.raises(IntegrityError, match="UNIQUE constraint failed") as refused:
         async with database.transaction() as session:
             await session.execute(sa.insert(_things).values(name="new", size=2))
@@ -347,11 +333,8 @@ async def test_a_write_refused_at_commit_fails_the_commit_and_writes_nothing(
 
 
 async def test_a_transaction_whose_write_was_refused_on_the_way_can_never_commit(
-    database: Database,
+    database: Database, taken: None
 ) -> None:
-    async with database.transaction() as session:
-        await session.execute(sa.insert(_things).values(name="taken", size=1))
-
     # The refusal surfaces at the statement the write rode with. A caller that
     # takes it for that statement's own error and goes on must not commit the
     # rest without the write.
@@ -369,14 +352,11 @@ async def test_a_transaction_whose_write_was_refused_on_the_way_can_never_commit
 
 
 async def test_a_refused_insert_sent_at_once_is_the_caller_s_error_to_handle(
-    database: Database,
+    database: Database, taken: None
 ) -> None:
     # insert_rows without `along` goes in one hop with what was staged before it;
     # its own refusal is raised there, and a savepoint rolled back takes it back
     # as with any statement: the transaction may still commit.
-    async with database.transaction() as session:
-        await session.execute(sa.insert(_things).values(name="taken", size=1))
-
     async with database.transaction() as session:
         await insert_rows(session, _things, [{"name": "staged", "size": 2}], along=True)
         savepoint = await session.begin_nested()
