@@ -154,7 +154,7 @@ async def insert_rows(
     Raises:
         sqlalchemy.exc.DBAPIError: the database refused the rows (a duplicate key
             is an `IntegrityError`); none of them is written, and the caller's
-            transaction must roll back (on SQLite it cannot commit any more).
+            transaction (or a savepoint around the call) must roll back.
         KeyError: a row lacks one of the first row's columns.
         ValueError: a value its column refuses (a naive datetime).
     """

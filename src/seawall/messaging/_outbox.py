@@ -84,6 +84,11 @@ class Outbox:
     ) -> None:
         """Stage *event* for publishing inside *session*'s transaction.
 
+        On SQLite the row goes to the database with the transaction's next
+        statement, or with its ``COMMIT`` (`seawall.db.insert_rows` with
+        ``along``): a refusal (an event id already in the outbox) is that
+        statement's error, and the transaction can then no longer commit.
+
         Args:
             session: the caller's session, inside the transaction of the change.
             event: the envelope to publish.
@@ -108,7 +113,9 @@ class Outbox:
         The rows are those `add` writes (each event's aggregate is its type's first
         segment and its subject), written by `seawall.db.insert_rows` on the
         driver connection; a writer that commits many changes at once (the webhook
-        receiver's group commit, a sync's page) pays one round trip for them all.
+        receiver's group commit, a sync's page) pays one round trip for them all
+        (on SQLite none of its own: they go with the next statement or the
+        ``COMMIT``, as in `add`).
 
         Args:
             session: the caller's session, inside the transaction of the changes.
