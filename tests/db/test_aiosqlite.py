@@ -388,6 +388,24 @@ async def test_writes_riding_along_wait_with_a_begin_that_found_the_lock_busy(
     ]
 
 
+async def test_an_insert_sent_at_once_that_found_the_lock_busy_is_not_sent_again(
+    held: tuple[Database, sqlite3.Connection],
+) -> None:
+    # Its caller got the error for it; a retry must not write the row twice.
+    database, holder = held
+    async with database.sessions() as session, session.begin():
+        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+        with pytest.raises(OperationalError, match="database is locked"):
+            await insert_rows(session, _things, [{"name": "b", "size": 2}])
+        holder.execute("ROLLBACK")
+        await insert_rows(session, _things, [{"name": "b", "size": 2}])
+
+    assert [name for (name,) in holder.execute("SELECT name FROM things ORDER BY id")] == [
+        "a",
+        "b",
+    ]
+
+
 async def test_a_write_cannot_ride_along_outside_a_transaction(database: Database) -> None:
     async with database.engine.connect() as conn:
         raw = await conn.get_raw_connection()

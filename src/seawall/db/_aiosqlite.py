@@ -140,14 +140,15 @@ def forget_begin(dbapi_connection: Any) -> bool:
 
 
 async def begin_deferred(dbapi_connection: Any) -> None:
-    """Send the connection's deferred ``BEGIN`` now (one hop), if it has one.
+    """Send the connection's deferred ``BEGIN`` and staged writes now (one hop), if any.
 
     For code that runs statements on the driver connection itself inside a
     transaction begun through SQLAlchemy: without it they would run, and commit,
-    outside that transaction.
+    outside that transaction. Also how a write staged with ``along=False`` is sent.
 
     Raises:
-        sqlite3.Error: the ``BEGIN`` failed (the write lock stayed busy).
+        sqlite3.Error: the ``BEGIN`` failed (the write lock stayed busy), or a
+            staged write was refused.
     """
     driver: Any = getattr(dbapi_connection, "_connection", None)
     if driver is None:
@@ -194,8 +195,9 @@ def _after_failed_hop(
         return error
     if not begun:
         _deferred[driver] = begin
-        if riders:
-            _riders[driver] = [*riders, *_riders.get(driver, ())]
+        # Not those sent at once: their callers got this error for them.
+        if kept := [rider for rider in riders or () if rider.along]:
+            _riders[driver] = [*kept, *_riders.get(driver, ())]
     return error
 
 
