@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import aiosqlite
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import Database, insert_rows
 from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi, ride_along
@@ -369,36 +370,30 @@ async def test_a_refused_insert_sent_at_once_is_the_caller_s_error_to_handle(
     assert await _names(database) == ["taken", "staged", "after"]
 
 
-async def test_writes_riding_along_wait_with_a_begin_that_found_the_lock_busy(
+async def _insert_through_session(session: AsyncSession, name: str) -> None:
+    await session.execute(sa.insert(_things).values(name=name, size=2))
+
+
+async def _insert_at_once(session: AsyncSession, name: str) -> None:
+    await insert_rows(session, _things, [{"name": name, "size": 2}])
+
+
+@pytest.mark.parametrize("write", [_insert_through_session, _insert_at_once])
+async def test_a_begin_that_found_the_lock_busy_keeps_the_writes_riding_along_and_no_other(
     held: tuple[Database, sqlite3.Connection],
+    write: Callable[[AsyncSession, str], Awaitable[None]],
 ) -> None:
-    # The BEGIN failed, so the write never ran: it goes again with the next
-    # statement, inside the transaction, and commits with it.
+    # The BEGIN failed, so nothing ran: the write staged along goes again with the
+    # next statement, inside the transaction. The statement that failed (a
+    # session's, or an insert_rows sent at once) is its caller's to retry: it is
+    # not sent again behind its back, or the retry would write its row twice.
     database, holder = held
     async with database.sessions() as session, session.begin():
         await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
         with pytest.raises(OperationalError, match="database is locked"):
-            await session.execute(sa.insert(_things).values(name="b", size=2))
+            await write(session, "b")
         holder.execute("ROLLBACK")
-        await session.execute(sa.insert(_things).values(name="c", size=3))
-
-    assert [name for (name,) in holder.execute("SELECT name FROM things ORDER BY id")] == [
-        "a",
-        "c",
-    ]
-
-
-async def test_an_insert_sent_at_once_that_found_the_lock_busy_is_not_sent_again(
-    held: tuple[Database, sqlite3.Connection],
-) -> None:
-    # Its caller got the error for it; a retry must not write the row twice.
-    database, holder = held
-    async with database.sessions() as session, session.begin():
-        await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
-        with pytest.raises(OperationalError, match="database is locked"):
-            await insert_rows(session, _things, [{"name": "b", "size": 2}])
-        holder.execute("ROLLBACK")
-        await insert_rows(session, _things, [{"name": "b", "size": 2}])
+        await write(session, "b")
 
     assert [name for (name,) in holder.execute("SELECT name FROM things ORDER BY id")] == [
         "a",

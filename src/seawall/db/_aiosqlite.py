@@ -207,15 +207,19 @@ def _send(connection: sqlite3.Connection, begin: str | None, riders: list[_Rider
         return
     cursor = connection.cursor()
     try:
-        if begin is not None:
-            cursor.execute(begin)
-        for rider in riders or ():
-            try:
-                cursor.executemany(rider.sql, rider.arguments)
-            except sqlite3.Error as error:
-                raise _RiderError(rider, error) from error
+        _send_on(cursor, begin, riders)
     finally:
         cursor.close()
+
+
+def _send_on(cursor: sqlite3.Cursor, begin: str | None, riders: list[_Rider] | None) -> None:
+    if begin is not None:
+        cursor.execute(begin)
+    for rider in riders or ():
+        try:
+            cursor.executemany(rider.sql, rider.arguments)
+        except sqlite3.Error as error:
+            raise _RiderError(rider, error) from error
 
 
 def _run(
@@ -231,9 +235,9 @@ def _run(
 
     Returns what a cursor holds afterwards.
     """
-    _send(connection, begin, riders)
     cursor = connection.cursor()
     try:
+        _send_on(cursor, begin, riders)
         if many:
             cursor.executemany(operation, parameters)
         elif parameters is None:
