@@ -1,0 +1,169 @@
+"""Writes that ride along on SQLite against the same rows written through the session.
+
+Usage: .venv/bin/python bench/sqlite_writes.py [--rounds 8] [--count 300]
+
+Two measurements on one SQLite file, each alternating the two ways ``--rounds``
+times (which one goes first alternates too, since on a shared machine the first
+of a pair is often slower):
+
+- one event per transaction: `Outbox.add` (on SQLite its row rides along with the
+  ``COMMIT``: one hop to aiosqlite's thread) against the baseline, the same row
+  inserted through the session (``session.execute(outbox.insert(), row)``, two
+  hops: the statement with its ``BEGIN``, then ``COMMIT``);
+- the service's timeline consumer, a batch of 1, 3 and 10 case events through
+  `Worker.apply_many`: `record_activity` (its rows ride along) against the same
+  handler inserting each row through the session.
+
+Prints, per way, the median and range over the rounds of the event loop thread's
+CPU and the wall time per transaction (the wall time is about how long the
+transaction holds this process's write turn), and ``ratio = seawall / baseline``
+of the medians. No server is needed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+
+import uvloop
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from seawall.app.consumers import ACTIVITY_CONSUMER, summarize
+from seawall.db import Database, case_activity, migrate
+from seawall.messaging import Consumer, Event, InProcessBus, Outbox, Worker, registry
+from seawall.process import freeze_startup_heap
+
+Round = Callable[[], Awaitable[None]]
+
+
+def case_event(index: int) -> Event:
+    return Event.create(
+        "case.created", source="/seawall/cases", subject=f"case-{index}", data={"title": "t"}
+    )
+
+
+async def insert_activity_through_session(event: Event, session: AsyncSession) -> None:
+    """The timeline handler as it was: one INSERT through the session per event."""
+    await session.execute(
+        case_activity.insert().values(
+            case_id=event.subject,
+            event_id=event.id,
+            event_type=event.type,
+            summary=summarize(event.type, event.data or {}),
+            correlation_id=event.correlationid,
+            occurred_at=event.time,
+            recorded_at=datetime.now(UTC),
+        )
+    )
+
+
+async def timed(work: Round, count: int) -> tuple[float, float]:
+    """Loop-thread CPU and wall time per unit of *work*, in µs."""
+    cpu, wall = time.thread_time(), time.perf_counter()
+    await work()
+    return (time.thread_time() - cpu) / count * 1e6, (time.perf_counter() - wall) / count * 1e6
+
+
+async def compare(
+    label: str, ways: dict[str, Callable[[], Round]], rounds: int, count: int
+) -> None:
+    """Alternate *ways* (baseline first in the dict) *rounds* times; print medians and ratio."""
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in ways}
+    names = list(ways)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else reversed(names):
+            figures[name].append(await timed(ways[name](), count))
+    medians = {}
+    for name in names:
+        cpu = sorted(x for x, _ in figures[name])
+        wall = sorted(y for _, y in figures[name])
+        medians[name] = (statistics.median(cpu), statistics.median(wall))
+        print(
+            f"  {label:<34} {name:<26} loop CPU {medians[name][0]:7,.0f} µs "
+            f"({cpu[0]:,.0f}-{cpu[-1]:,.0f}), wall {medians[name][1]:7,.0f} µs "
+            f"({wall[0]:,.0f}-{wall[-1]:,.0f})"
+        )
+    baseline, seawall = medians[names[0]], medians[names[1]]
+    print(
+        f"  {label:<34} {'ratio':<26} loop CPU {seawall[0] / baseline[0]:.2f}, "
+        f"wall {seawall[1] / baseline[1]:.2f}"
+    )
+
+
+async def main(options: argparse.Namespace) -> None:
+    freeze_startup_heap()
+    count = options.count
+    with tempfile.TemporaryDirectory(prefix="seawall-bench-sqlite-writes-") as directory:
+        database = Database(f"sqlite:///{Path(directory) / 'seawall.db'}")
+        try:
+            await migrate(database)
+            box = Outbox()
+
+            def through_session() -> Round:
+                events = [case_event(i) for i in range(count)]
+
+                async def run() -> None:
+                    for event in events:
+                        async with database.transaction() as session:
+                            await session.execute(box.table.insert(), box.row(event))
+
+                return run
+
+            def outbox_add() -> Round:
+                events = [case_event(i) for i in range(count)]
+
+                async def run() -> None:
+                    for event in events:
+                        async with database.transaction() as session:
+                            await box.add(session, event)
+
+                return run
+
+            print(f"{options.rounds} alternating rounds; {count} transactions per round")
+            await compare(
+                "one event per transaction",
+                {"session INSERT": through_session, "Outbox.add": outbox_add},
+                options.rounds,
+                count,
+            )
+
+            spec = next(spec for spec in registry if spec.durable == ACTIVITY_CONSUMER)
+            old = dataclasses.replace(spec, handler=insert_activity_through_session)
+            worker = Worker(database, InProcessBus(), [spec])
+            batches = max(1, count // 2)
+            for size in (1, 3, 10):
+
+                def batched(chosen: Consumer, size: int = size) -> Callable[[], Round]:
+                    def make() -> Round:
+                        work = [[case_event(i) for i in range(size)] for _ in range(batches)]
+
+                        async def run() -> None:
+                            for batch in work:
+                                await worker.apply_many(chosen, batch)
+
+                        return run
+
+                    return make
+
+                await compare(
+                    f"timeline batch of {size}",
+                    {"session INSERT per event": batched(old), "record_activity": batched(spec)},
+                    options.rounds,
+                    batches,
+                )
+        finally:
+            await database.dispose()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=8)
+    parser.add_argument("--count", type=int, default=300)
+    sys.exit(uvloop.run(main(parser.parse_args())))
