@@ -45,6 +45,7 @@ from tests.conftest import need_service
 from tests.messaging.nats_helpers import (
     NATS_SERVER,
     NATS_URL,
+    WAIT_SECONDS,
     PrivateNatsServer,
     delete_streams,
     eventually,
@@ -370,6 +371,74 @@ async def test_the_relay_parks_an_oversized_event_and_publishes_the_rest(
     js = await nt.jetstream()
     stored = [(await js.get_msg(nt.stream, seq)).headers or {} for seq in (1, 2)]
     assert {headers.get("Nats-Msg-Id") for headers in stored} == {after_it.id, elsewhere.id}
+
+
+async def test_a_batch_larger_than_the_window_waits_for_room_and_is_all_stored(
+    nt: NatsTest,
+) -> None:
+    bus = await nt.started(max_in_flight=7)
+    first = [message_of(case_event(f"a{i}"), nt.prefix) for i in range(60)]
+    second = [message_of(case_event(f"b{i}"), nt.prefix) for i in range(40)]
+
+    results = await asyncio.gather(bus.publish_many(first), bus.publish_many(second))
+
+    assert results == [[None] * 60, [None] * 40]
+    assert await nt.messages() == 100
+
+
+async def test_a_refusal_in_an_acknowledgement_fails_that_message_only(nt: NatsTest) -> None:
+    bus = await nt.started()
+    before = message_of(case_event("c1"), nt.prefix)
+    subject = f"{nt.prefix}.cases.case.created"
+    # JetStream refuses a message whose expected last sequence is not the stream's.
+    refused = Message(
+        id="refused", subject=subject, body=b"{}", headers={"Nats-Expected-Last-Sequence": "99"}
+    )
+    after = message_of(case_event("c2"), nt.prefix)
+
+    results = await bus.publish_many([before, refused, after])
+
+    assert results[0] is None
+    assert results[2] is None
+    refusal = results[1]
+    assert isinstance(refusal, PublishError)
+    assert not refusal.permanent
+    assert "wrong last sequence" in str(refusal)
+    assert await nt.messages() == 2
+
+
+async def test_a_subject_no_stream_takes_fails_at_once_for_now(nt: NatsTest) -> None:
+    bus = await nt.started(publish_timeout=WAIT_SECONDS)
+    nowhere = Message(id="nowhere", subject=f"{nt.prefix}_elsewhere.cases.x", body=b"{}")
+
+    async with asyncio.timeout(WAIT_SECONDS / 2):  # an answer, not the publish timeout
+        (refusal,) = await bus.publish_many([nowhere])
+
+    assert isinstance(refusal, PublishError)
+    assert not refusal.permanent
+    assert "no stream" in str(refusal)
+
+
+async def test_acknowledgements_that_come_too_late_are_reported_and_ignored(
+    private_server: PrivateNatsServer,
+) -> None:
+    private_server.start()
+    nt = NatsTest(private_server.url, private=True)
+    try:
+        bus = await nt.started(publish_timeout=0.5)
+        private_server.pause()  # the server takes the messages but answers nothing
+        try:
+            waiting = [message_of(case_event(f"c{i}"), nt.prefix) for i in range(3)]
+            results = await bus.publish_many(waiting)
+        finally:
+            private_server.resume()
+
+        assert [str(r) for r in results] == ["publish not acknowledged (TimeoutError)"] * 3
+        later = message_of(case_event("d1"), nt.prefix)
+        await eventually(lambda: bus.publish_many([later]), until=lambda r: r == [None])
+        assert await nt.messages() == 4  # the late ones were stored; their acks went nowhere
+    finally:
+        await nt.close()
 
 
 async def test_start_fails_when_no_server_listens() -> None:

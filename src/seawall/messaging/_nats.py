@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from typing import Any
 
@@ -36,6 +37,81 @@ _YIELD_EVERY = 250
 
 # JetStream API error codes that no retry can fix.
 _PERMANENT_API_CODES = frozenset({10054})  # message size exceeds maximum allowed
+
+# The status header NATS sets on a reply when nothing listens on the subject:
+# no stream captures it.
+_NO_RESPONDERS = "503"
+
+
+class _Batch:
+    """One `NatsBus.publish_many` call's results and the acknowledgements it awaits."""
+
+    __slots__ = ("awaited", "done", "results", "sending")
+
+    def __init__(self, size: int, done: asyncio.Future[None]) -> None:
+        self.results: list[PublishError | None] = [None] * size
+        self.awaited = 0
+        self.sending = True
+        self.done = done
+
+    def settle(self, index: int, refusal: PublishError | None) -> None:
+        self.results[index] = refusal
+        self.awaited -= 1
+        if not self.awaited and not self.sending and not self.done.done():
+            self.done.set_result(None)
+
+
+class _AckInbox:
+    """One subscription that receives the acknowledgement of every publish of a bus.
+
+    Each publish names ``<inbox>.<n>`` as its reply subject and JetStream answers
+    there once the message is stored. nats-py's ``publish_async`` does the same,
+    but also makes a future, a done-callback, a semaphore turn and two random
+    bytes (a system call) per message, and parses every acknowledgement into a
+    `PubAck`: 28-44 µs of the event loop's CPU per message against 12 µs here
+    (20,000 messages, four alternating rounds, 2026-12-07).
+    """
+
+    def __init__(self, nc: Client, window: int) -> None:
+        self._nc = nc
+        self._window = window
+        self._prefix = f"{nc.new_inbox()}."
+        self._awaiting: dict[str, tuple[_Batch, int]] = {}
+        self._count = 0
+        self._room = asyncio.Event()
+        self._room.set()
+
+    async def subscribe(self) -> None:
+        # nats-py subscribes again by itself after a reconnection.
+        await self._nc.subscribe(f"{self._prefix}*", cb=self._on_ack)
+
+    async def reply_to(self, batch: _Batch, index: int) -> str:
+        """The reply subject of *batch*'s message *index*, once the window has room."""
+        while len(self._awaiting) >= self._window:
+            self._room.clear()
+            await self._room.wait()
+        self._count += 1
+        token = str(self._count)
+        self._awaiting[token] = (batch, index)
+        batch.awaited += 1
+        return self._prefix + token
+
+    def forget(self, reply: str) -> bool:
+        """Stop awaiting *reply*'s acknowledgement; False if it came already."""
+        entry = self._awaiting.pop(reply[len(self._prefix) :], None)
+        if entry is not None:
+            entry[0].awaited -= 1
+            self._room.set()
+        return entry is not None
+
+    async def _on_ack(self, msg: Msg) -> None:
+        entry = self._awaiting.pop(msg.subject[len(self._prefix) :], None)
+        if entry is None:
+            return  # its publish_many gave up waiting
+        if not self._room.is_set():
+            self._room.set()
+        batch, index = entry
+        batch.settle(index, _ack_refusal(msg))
 
 
 class _NatsDelivery(Delivery):
@@ -85,7 +161,10 @@ class NatsBus(Bus):
         duplicate_window: seconds JetStream remembers ``Nats-Msg-Id`` values.
         max_age: seconds a message is kept in the stream.
         storage: ``file`` (survives a restart) or ``memory``.
-        publish_timeout: seconds to wait for a publish acknowledgement.
+        publish_timeout: seconds `publish_many` waits for all its acknowledgements.
+        max_in_flight: publishes awaiting their acknowledgement at most, across
+            every `publish_many` call (nats-py's default for ``publish_async``);
+            one that finds them all taken waits for room.
         fetch_timeout: seconds one pull request waits for messages.
         name: the client name shown by the server.
     """
@@ -102,11 +181,14 @@ class NatsBus(Bus):
         max_age: float = 7 * 86400.0,
         storage: str = "file",
         publish_timeout: float = 5.0,
+        max_in_flight: int = 4000,
         fetch_timeout: float = 1.0,
         name: str = "seawall",
     ) -> None:
         if storage not in {"file", "memory"}:
             raise ValueError("storage must be 'file' or 'memory'")
+        if max_in_flight < 1:
+            raise ValueError("max_in_flight must be at least 1")
         self.url = url
         self.stream = stream
         self.dlq_stream = f"{stream}_DLQ"
@@ -116,10 +198,12 @@ class NatsBus(Bus):
         self.max_age = max_age
         self.storage = storage
         self.publish_timeout = publish_timeout
+        self.max_in_flight = max_in_flight
         self.fetch_timeout = fetch_timeout
         self.name = name
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
+        self._acks: _AckInbox | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     def __repr__(self) -> str:
@@ -180,10 +264,12 @@ class NatsBus(Bus):
             js = nc.jetstream(timeout=self.publish_timeout)
             await self._ensure_stream(js, self.stream, f"{self.subject_prefix}.>")
             await self._ensure_stream(js, self.dlq_stream, f"{self.dlq_prefix}.>")
+            acks = _AckInbox(nc, self.max_in_flight)
+            await acks.subscribe()
         except BaseException:
             await nc.close()
             raise
-        self._nc, self._js = nc, js
+        self._nc, self._js, self._acks = nc, js, acks
 
     async def _ensure_stream(self, js: JetStreamContext, name: str, subject: str) -> None:
         storage = api.StorageType.FILE if self.storage == "file" else api.StorageType.MEMORY
@@ -219,59 +305,57 @@ class NatsBus(Bus):
     async def publish_many(self, messages: Sequence[Message]) -> list[PublishError | None]:
         """Send every message, then wait for all their acknowledgements at once.
 
-        One ``publish_timeout`` covers the whole call. nats-py's ``wait_stall`` is
-        not used: it wraps each in-flight slot in ``asyncio.wait_for`` (a task and
-        a timer per message), which tripled the CPU cost of a publish.
+        One ``publish_timeout`` covers the whole call: a message not acknowledged
+        by then is reported as not published (a retry is deduplicated by its
+        ``Nats-Msg-Id``).
         """
-        js = self.jetstream
-        assert self._nc is not None
+        acks = self._acks
+        if acks is None or self._nc is None:
+            raise RuntimeError("NatsBus is not started")
+        publish = self._nc.publish
         max_payload = self._nc.max_payload
-        results: list[PublishError | None] = [None] * len(messages)
-        sent: dict[asyncio.Future[Any], int] = {}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.publish_timeout
-        index = 0
+        batch = _Batch(len(messages), loop.create_future())
+        replies: list[tuple[int, str]] = []
+        processed = 0
         try:
-            async with asyncio.timeout_at(deadline):  # a full window of slots waits too
+            async with asyncio.timeout(self.publish_timeout):
                 for index, message in enumerate(messages):
                     headers = {**message.headers, MSG_ID_HEADER: message.id}
                     size = len(message.body) + _headers_size(headers)
                     if size > max_payload:
                         # Checked here because the server counts the headers too and
-                        # answers an oversized message by closing the connection for
-                        # good, and nats-py would keep an in-flight slot per refusal.
-                        results[index] = PublishError(
+                        # answers an oversized message by closing the connection.
+                        batch.results[index] = PublishError(
                             f"message of {size} bytes (headers included) exceeds the "
                             f"server's max_payload of {max_payload}",
                             permanent=True,
                         )
+                        processed += 1
                         continue
+                    reply = await acks.reply_to(batch, index)
+                    replies.append((index, reply))
                     try:
-                        future = await js.publish_async(
-                            message.subject, message.body, headers=headers
-                        )
+                        await publish(message.subject, message.body, reply, headers)
                     except (nats.errors.Error, OSError) as exc:
-                        results[index] = _publish_error(exc)
-                    else:
-                        sent[future] = index
-                        if len(sent) % _YIELD_EVERY == 0:
-                            # Let nats-py's flusher send what is buffered, so the server
-                            # works on these while the rest are built (and acks come in).
-                            await asyncio.sleep(0)
+                        acks.forget(reply)
+                        batch.results[index] = _publish_error(exc)
+                    processed += 1
+                    if len(replies) % _YIELD_EVERY == 0:
+                        # Let nats-py's flusher send what is buffered, so the server
+                        # works on these while the rest are built (and acks come in).
+                        await asyncio.sleep(0)
+                batch.sending = False
+                if batch.awaited:
+                    await batch.done
         except TimeoutError:
-            for late in range(index, len(messages)):
-                results[late] = PublishError("publish not acknowledged (TimeoutError)")
-        if sent:
-            done, late_acks = await asyncio.wait(sent, timeout=max(0.0, deadline - loop.time()))
-            for future in late_acks:
-                future.cancel()  # frees its in-flight slot
-                results[sent[future]] = PublishError("publish not acknowledged (TimeoutError)")
-            for future in done:
-                if future.cancelled():
-                    results[sent[future]] = PublishError("publish not acknowledged (cancelled)")
-                elif (failure := future.exception()) is not None:
-                    results[sent[future]] = _publish_error(failure)
-        return results
+            for late in range(processed, len(messages)):
+                batch.results[late] = PublishError("publish not acknowledged (TimeoutError)")
+        finally:
+            for index, reply in replies:
+                if acks.forget(reply):
+                    batch.results[index] = PublishError("publish not acknowledged (TimeoutError)")
+        return batch.results
 
     async def subscribe(
         self,
@@ -393,21 +477,20 @@ class NatsBus(Bus):
 
     async def dead_letter(self, durable: str, delivery: Delivery, error: str) -> None:
         headers = {
-            MSG_ID_HEADER: f"{durable}:{delivery.message_id}",
             "Seawall-Consumer": durable,
             "Seawall-Subject": delivery.subject,
             "Seawall-Error": " ".join(error.split())[:500],
         }
-        try:
-            future = await self.jetstream.publish_async(
-                f"{self.dlq_prefix}.{durable}", delivery.body, headers=headers
-            )
-            await asyncio.wait_for(future, self.publish_timeout)
-        except (TimeoutError, nats.errors.Error, OSError) as exc:
+        copy = Message(
+            id=f"{durable}:{delivery.message_id}",
+            subject=f"{self.dlq_prefix}.{durable}",
+            body=delivery.body,
+            headers=headers,
+        )
+        (refusal,) = await self.publish_many([copy])
+        if refusal is not None:
             # The dead_letters table is the record; the stream copy is for NATS tooling.
-            log.warning(
-                "dead_letter_stream_copy_failed", consumer=durable, error=type(exc).__name__
-            )
+            log.warning("dead_letter_stream_copy_failed", consumer=durable, error=str(refusal))
 
     async def consumer_lag(self, durable: str) -> dict[str, int]:
         """Return ``pending`` (not yet delivered) and ``ack_pending`` for group *durable*."""
@@ -451,7 +534,7 @@ class NatsBus(Bus):
         if self._nc is not None:
             with contextlib.suppress(Exception):
                 await self._nc.close()
-        self._nc = self._js = None
+        self._nc = self._js = self._acks = None
 
 
 def _storage_name(storage: object) -> str:
@@ -473,6 +556,28 @@ def _publish_error(exc: BaseException) -> PublishError:
         error = PublishError(f"publish not acknowledged ({type(exc).__name__})")
     error.__cause__ = exc
     return error
+
+
+def _ack_refusal(msg: Msg) -> PublishError | None:
+    """None if *msg* acknowledges a stored message, else why it was not stored."""
+    if msg.headers and msg.headers.get(api.Header.STATUS) == _NO_RESPONDERS:
+        return PublishError("no stream takes this subject (no responders)")
+    if b'"error"' not in msg.data:  # {"stream": "...", "seq": 1}, read no further
+        return None
+    try:
+        answer = json.loads(msg.data)
+    except ValueError:
+        return PublishError("unreadable publish acknowledgement")
+    if not isinstance(answer, dict) or "error" not in answer:
+        return None  # a stream named "error"
+    error = answer["error"] if isinstance(answer["error"], dict) else {}
+    return _publish_error(
+        nats.js.errors.APIError(
+            code=error.get("code"),
+            err_code=error.get("err_code"),
+            description=str(error.get("description", "no description")),
+        )
+    )
 
 
 def _headers_size(headers: dict[str, str]) -> int:
