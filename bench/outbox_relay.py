@@ -52,6 +52,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import inspect
 import json
 import multiprocessing
 import os
@@ -1250,7 +1251,7 @@ async def main(options: argparse.Namespace) -> int:
     print(
         f"{options.events:,} events per throughput run; envelope {len(sample.body)} bytes "
         f"+ {len(sample.headers) + 1} headers; raw publish window {options.window}; "
-        f"relay batch 500"
+        f"relay batch {inspect.signature(OutboxRelay).parameters['batch_size'].default}"
     )
     try:
         await measure_baselines(options, figures, sample.body.decode())

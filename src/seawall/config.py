@@ -422,7 +422,7 @@ class Settings(BaseSettings):
         description="JetStream stream of the events (dead letters go to <name>_DLQ).",
     )
     relay_batch_size: Annotated[int, Field(ge=1, le=10_000)] = Field(
-        default=500, description="Outbox rows the relay claims per round."
+        default=1000, description="Outbox rows the relay claims per round."
     )
     relay_poll_seconds: Annotated[float, Field(gt=0, le=3600)] = Field(
         default=1.0, description="Seconds between outbox polls when nothing wakes the relay."

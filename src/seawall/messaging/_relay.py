@@ -441,7 +441,10 @@ class OutboxRelay:
     Args:
         database: where the outbox is.
         bus: where events go.
-        batch_size: rows claimed per round.
+        batch_size: rows claimed per round. 1,000 drained PostgreSQL faster than 500
+            (23,285-25,658 against 19,089-22,916 rows/s in five alternating pairs with
+            two claim loops) and than 2,000, whose claims cost PostgreSQL half again
+            as much CPU per row; SQLite measured the same with 500 and 1,000.
         poll_interval: seconds between polls when nothing wakes the relay.
         retry_base: first back-off after a failed publish, in seconds.
         retry_max: longest back-off, in seconds.
@@ -464,7 +467,7 @@ class OutboxRelay:
         database: Database,
         bus: Bus,
         *,
-        batch_size: int = 500,
+        batch_size: int = 1000,
         poll_interval: float = 1.0,
         retry_base: float = 0.5,
         retry_max: float = 60.0,
