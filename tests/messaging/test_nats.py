@@ -20,6 +20,7 @@ import nats.js.errors
 import pytest
 import sqlalchemy as sa
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js import JetStreamContext, api
 from sqlalchemy.ext.asyncio import AsyncSession
 from structlog.testing import capture_logs
@@ -41,6 +42,7 @@ from seawall.messaging import (
     outbox_lag,
     subject_for,
 )
+from seawall.messaging._nats import _ack_refusal
 from tests.conftest import need_service
 from tests.messaging.nats_helpers import (
     NATS_SERVER,
@@ -439,6 +441,36 @@ async def test_acknowledgements_that_come_too_late_are_reported_and_ignored(
         assert await nt.messages() == 4  # the late ones were stored; their acks went nowhere
     finally:
         await nt.close()
+
+
+@pytest.mark.parametrize(
+    ("data", "headers", "refused"),
+    [
+        (b'{"stream":"SEAWALL","seq":7}', None, None),
+        (b'{"stream":"SEAWALL","seq":7,"duplicate":true}', None, None),
+        (b'{"stream":"error","seq":7}', None, None),
+        (b'{"seq":7,"stream":"SEAWALL"}', None, None),
+        (
+            b'{"error":{"code":400,"err_code":10071,"description":"wrong last sequence: 1"}}',
+            None,
+            "JetStream refused the message: wrong last sequence: 1",
+        ),
+        (b"", {"Status": "503"}, "no stream takes this subject (no responders)"),
+        (b"", {"Status": "408"}, "publish answered with status 408"),
+        (b"", None, "unreadable publish acknowledgement"),
+        (b"not json", None, "unreadable publish acknowledgement"),
+        (b'{"stream":"SEAWALL"}', None, "unreadable publish acknowledgement"),
+    ],
+)
+def test_an_acknowledgement_is_success_only_when_it_says_so(
+    data: bytes, headers: dict[str, str] | None, refused: str | None
+) -> None:
+    ack = Msg(_client=Client(), subject="_INBOX.x.1", data=data, headers=headers)
+
+    refusal = _ack_refusal(ack)
+
+    assert (None if refusal is None else str(refusal)) == refused
+    assert refusal is None or not refusal.permanent
 
 
 async def test_start_fails_when_no_server_listens() -> None:

@@ -560,24 +560,30 @@ def _publish_error(exc: BaseException) -> PublishError:
 
 def _ack_refusal(msg: Msg) -> PublishError | None:
     """None if *msg* acknowledges a stored message, else why it was not stored."""
-    if msg.headers and msg.headers.get(api.Header.STATUS) == _NO_RESPONDERS:
+    status = msg.headers.get(api.Header.STATUS) if msg.headers else None
+    if status == _NO_RESPONDERS:
         return PublishError("no stream takes this subject (no responders)")
-    if b'"error"' not in msg.data:  # {"stream": "...", "seq": 1}, read no further
-        return None
+    if status:
+        return PublishError(f"publish answered with status {status}")
+    data = msg.data
+    if data.startswith(b'{"stream":') and b'"seq":' in data and b'"error"' not in data:
+        return None  # {"stream":"SEAWALL","seq":1}: read no further
     try:
-        answer = json.loads(msg.data)
+        answer = json.loads(data)
     except ValueError:
-        return PublishError("unreadable publish acknowledgement")
-    if not isinstance(answer, dict) or "error" not in answer:
-        return None  # a stream named "error"
-    error = answer["error"] if isinstance(answer["error"], dict) else {}
-    return _publish_error(
-        nats.js.errors.APIError(
-            code=error.get("code"),
-            err_code=error.get("err_code"),
-            description=str(error.get("description", "no description")),
+        answer = None
+    if isinstance(answer, dict) and isinstance(answer.get("error"), dict):
+        error = answer["error"]
+        return _publish_error(
+            nats.js.errors.APIError(
+                code=error.get("code"),
+                err_code=error.get("err_code"),
+                description=str(error.get("description", "no description")),
+            )
         )
-    )
+    if isinstance(answer, dict) and "stream" in answer and "seq" in answer:
+        return None  # a stream named "error", or fields in another order
+    return PublishError("unreadable publish acknowledgement")
 
 
 def _headers_size(headers: dict[str, str]) -> int:
