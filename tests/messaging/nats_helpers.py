@@ -77,6 +77,13 @@ class PrivateNatsServer:
         """Freeze the server (SIGSTOP): connections stay open, nothing is answered."""
         assert self._process is not None
         self._process.send_signal(signal.SIGSTOP)
+        stat = Path(f"/proc/{self._process.pid}/stat")
+        deadline = time.monotonic() + WAIT_SECONDS
+        # The signal is delivered a moment later; a publish before that is answered.
+        while stat.exists() and stat.read_text().rpartition(")")[2].split()[0] != "T":
+            if time.monotonic() > deadline:
+                raise RuntimeError("nats-server did not stop")
+            time.sleep(0.001)
 
     def resume(self) -> None:
         """Let a paused server go on (SIGCONT)."""

@@ -643,6 +643,64 @@ async def test_consumer_lag_counts_messages_not_yet_delivered(nt: NatsTest) -> N
     assert len(handled) == 3
 
 
+async def test_a_quiet_consumer_hands_each_message_on_as_it_arrives(nt: NatsTest) -> None:
+    # A request for 100 is open; one message must not wait for 99 more, nor for the
+    # request to expire (a minute here).
+    bus = await nt.started(fetch_timeout=60.0)
+    handled: list[str] = []
+
+    async def record(delivery: Delivery) -> None:
+        handled.append(delivery.message_id)
+        await delivery.ack()
+
+    await bus.subscribe("quiet", [f"{nt.prefix}.>"], record, concurrency=100)
+    await asyncio.sleep(0.2)  # the consumer's request is open, nothing waiting
+
+    for n in range(10):
+        message = message_of(case_event(f"c{n}"), nt.prefix)
+        await bus.publish(message)
+        await eventually(lambda: asyncio.sleep(0, handled), timeout=WAIT_SECONDS / 2)
+        assert handled.pop() == message.id
+        await asyncio.sleep(0.01 * n)  # some while the next request is being asked for
+
+
+async def test_a_consumer_keeps_asking_after_its_requests_expire(nt: NatsTest) -> None:
+    bus = await nt.started(fetch_timeout=0.2)
+    handled: list[str] = []
+
+    async def record(delivery: Delivery) -> None:
+        handled.append(delivery.message_id)
+        await delivery.ack()
+
+    await bus.subscribe("patient", [f"{nt.prefix}.>"], record, concurrency=4)
+    await asyncio.sleep(1.0)  # five requests expired meanwhile
+    sent = [message_of(case_event(f"c{n}"), nt.prefix) for n in range(9)]
+    await bus.publish_many(sent)
+
+    await eventually(lambda: asyncio.sleep(0, len(handled)), until=lambda n: n == 9)
+    assert sorted(handled) == sorted(message.id for message in sent)
+    assert await bus.consumer_lag("patient") == {"pending": 0, "ack_pending": 0}
+
+
+async def test_a_consumer_whose_durable_is_deleted_says_so_and_backs_off(nt: NatsTest) -> None:
+    bus = await nt.started(fetch_timeout=5.0)
+
+    async def ignore(delivery: Delivery) -> None:
+        await delivery.ack()
+
+    await bus.subscribe("doomed", [f"{nt.prefix}.>"], ignore, concurrency=4)
+    await asyncio.sleep(0.2)  # its request is open
+    with capture_logs() as logs:
+        await (await nt.jetstream()).delete_consumer(nt.stream, "doomed")
+        await asyncio.sleep(1.0)
+
+    refused = [line for line in logs if line["event"] == "consumer_pull_refused"]
+    assert refused, logs
+    assert refused[0]["consumer"] == "doomed"
+    assert refused[0]["log_level"] == "warning"
+    assert len(refused) <= 5  # 0.1, 0.2, 0.4 s apart: not a tight loop
+
+
 @only_sqlite
 async def test_a_consumer_of_several_subjects_gets_only_those(
     database: Database, nt: NatsTest
