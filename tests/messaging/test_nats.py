@@ -42,6 +42,7 @@ from seawall.messaging import (
     outbox_lag,
     subject_for,
 )
+from seawall.messaging._bus import Handler
 from seawall.messaging._nats import _ack_refusal
 from tests.conftest import need_service
 from tests.messaging.nats_helpers import (
@@ -643,16 +644,22 @@ async def test_consumer_lag_counts_messages_not_yet_delivered(nt: NatsTest) -> N
     assert len(handled) == 3
 
 
-async def test_a_quiet_consumer_hands_each_message_on_as_it_arrives(nt: NatsTest) -> None:
-    # A request for 100 is open; one message must not wait for 99 more, nor for the
-    # request to expire (a minute here).
-    bus = await nt.started(fetch_timeout=60.0)
-    handled: list[str] = []
+def acking_into(handled: list[str]) -> Handler:
+    """A bus handler that notes each message id in *handled* and acknowledges it."""
 
     async def record(delivery: Delivery) -> None:
         handled.append(delivery.message_id)
         await delivery.ack()
 
+    return record
+
+
+async def test_a_quiet_consumer_hands_each_message_on_as_it_arrives(nt: NatsTest) -> None:
+    # A request for 100 is open; one message must not wait for 99 more, nor for the
+    # request to expire (a minute here).
+    bus = await nt.started(fetch_timeout=60.0)
+    handled: list[str] = []
+    record = acking_into(handled)
     await bus.subscribe("quiet", [f"{nt.prefix}.>"], record, concurrency=100)
     await asyncio.sleep(0.2)  # the consumer's request is open, nothing waiting
 
@@ -667,11 +674,7 @@ async def test_a_quiet_consumer_hands_each_message_on_as_it_arrives(nt: NatsTest
 async def test_a_consumer_keeps_asking_after_its_requests_expire(nt: NatsTest) -> None:
     bus = await nt.started(fetch_timeout=0.2)
     handled: list[str] = []
-
-    async def record(delivery: Delivery) -> None:
-        handled.append(delivery.message_id)
-        await delivery.ack()
-
+    record = acking_into(handled)
     await bus.subscribe("patient", [f"{nt.prefix}.>"], record, concurrency=4)
     await asyncio.sleep(1.0)  # five requests expired meanwhile
     sent = [message_of(case_event(f"c{n}"), nt.prefix) for n in range(9)]
