@@ -90,11 +90,19 @@ class PrivateNatsServer:
         assert self._process is not None
         self._process.send_signal(signal.SIGCONT)
 
+    def kill(self) -> None:
+        """Kill the server (SIGKILL, paused or not) and wait for it to exit: a crash."""
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.kill()
+            process.wait(timeout=10)
+
     def stop(self) -> None:
         """Stop the server (SIGTERM, then SIGKILL) and wait for it to exit."""
         process, self._process = self._process, None
         if process is None or process.poll() is not None:
             return
+        process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
         process.terminate()
         try:
             process.wait(timeout=10)

@@ -444,6 +444,33 @@ async def test_acknowledgements_that_come_too_late_are_reported_and_ignored(
         await nt.close()
 
 
+async def test_publish_many_returns_when_its_acknowledgements_died_with_the_server(
+    private_server: PrivateNatsServer,
+) -> None:
+    # 16 MB of messages for a frozen server: nats-py waits for its flusher and
+    # swallows the cancellation of the publish timeout while it does. The call must
+    # still end once the connection is gone, not wait for those acks for ever.
+    private_server.start()
+    nt = NatsTest(private_server.url, private=True)
+    try:
+        bus = await nt.started(publish_timeout=1.0)
+        subject = f"{nt.prefix}.cases.case.created"
+        large = [Message(id=f"m{n}", subject=subject, body=b"x" * 8000) for n in range(2000)]
+        private_server.pause()
+        publishing = asyncio.ensure_future(bus.publish_many(large))
+        await asyncio.sleep(2.0)
+        private_server.kill()
+        private_server.start()
+
+        async with asyncio.timeout(WAIT_SECONDS):
+            results = await publishing
+
+        assert all(isinstance(result, PublishError) for result in results)
+        assert {str(result) for result in results} == {"publish not acknowledged (TimeoutError)"}
+    finally:
+        await nt.close()
+
+
 @pytest.mark.parametrize(
     ("data", "headers", "refused"),
     [

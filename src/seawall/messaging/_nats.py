@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -43,6 +42,9 @@ _REQUEST_EXPIRED = "408"
 
 # How long after its expiry a pull request whose end never came is forgotten.
 _REQUEST_GRACE = 0.5
+
+# How often a consumer looks whether its connection is back, to ask again.
+_RECONNECT_POLL = 0.1
 
 # JetStream API error codes that no retry can fix.
 _PERMANENT_API_CODES = frozenset({10054})  # message size exceeds maximum allowed
@@ -152,7 +154,7 @@ class _NatsDelivery(Delivery):
 
 
 class _PullConsumer:
-    """A consumer group's deliveries: pull requests for its free slots, messages handed on at once.
+    """A consumer group's deliveries: a pull request for its free slots, messages handed on at once.
 
     Not nats-py's ``fetch``: when nothing is waiting, ``fetch(n)`` leaves a
     request for n open and, once the first message comes, holds it until the
@@ -160,12 +162,16 @@ class _PullConsumer:
     the fetch timeout that way (16-563 ms for 5 of 30 messages published one at
     a time to a consumer with 100 slots).
 
-    A request asks for what the free slots leave unasked (once that is half of
-    them, or when none is open) and expires after *expires* seconds. JetStream
-    serves open requests oldest first and ends one with a status message (408
-    when it expires), so they are counted down oldest first here too. A request
-    whose end never came (the connection dropped) is forgotten a moment after it
-    would have expired.
+    One request is open at a time, for every free slot, and expires after
+    *expires* seconds. Its messages are handed to handlers as they arrive; it
+    ends when all it asked for came, or with a status message on its own reply
+    subject (408 when it expired). Then the next one asks for the slots free by
+    then. With several open at once, JetStream shares messages among them in
+    turn, so none can be counted down without its end: a review found the count
+    drifting and 28 handlers running for a concurrency of 4. A request whose end
+    never came (the connection dropped) is forgotten a moment after it would have
+    expired, and none is sent while the connection is down (nats-py would buffer
+    them and send them all at once on reconnecting).
     """
 
     def __init__(
@@ -181,13 +187,15 @@ class _PullConsumer:
     ) -> None:
         self._nc = nc
         self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}"
-        self._inbox = nc.new_inbox()
+        self._prefix = f"{nc.new_inbox()}."
         self._durable = durable
         self._handler = handler
-        self._concurrency = concurrency
         self._local_filter = local_filter
         self._expires = expires
-        self._requests: deque[list[float]] = deque()  # [forget at, messages still due]
+        self._asked = 0  # requests sent, each replying to <prefix><its number>
+        self._open: str | None = None  # the open request's reply subject
+        self._due = 0  # messages it may still deliver
+        self._forget_at = 0.0  # when to stop waiting for its end
         self._running: set[asyncio.Task[None]] = set()
         self._changed = asyncio.Event()
         self._free = concurrency
@@ -197,7 +205,7 @@ class _PullConsumer:
     async def run(self) -> None:
         """Ask, wait for a change (a message handled, a request ended), ask again."""
         loop = asyncio.get_running_loop()
-        subscription = await self._nc.subscribe(self._inbox, cb=self._arrived)
+        subscription = await self._nc.subscribe(f"{self._prefix}*", cb=self._arrived)
         try:
             while True:
                 if self._refused:
@@ -206,10 +214,11 @@ class _PullConsumer:
                     self._refused = False
                     await asyncio.sleep(self._backoff)
                     self._backoff = min(self._backoff * 2, 5.0)
-                wanted = self._free - self._due(loop.time())
-                if wanted > 0 and (not self._requests or wanted * 2 >= self._concurrency):
+                if self._open is not None and loop.time() >= self._forget_at:
+                    self._open = None  # its end was lost with the connection
+                if self._open is None and self._free > 0 and self._nc.is_connected:
                     try:
-                        await self._ask(wanted)
+                        await self._ask(self._free)
                     except (nats.errors.Error, OSError) as exc:
                         log.warning(
                             "consumer_fetch_failed",
@@ -220,7 +229,12 @@ class _PullConsumer:
                         self._backoff = min(self._backoff * 2, 5.0)
                         continue
                 self._changed.clear()
-                wait = self._requests[0][0] - loop.time() if self._requests else self._expires
+                if self._open is not None:
+                    wait = self._forget_at - loop.time()
+                elif self._free > 0:
+                    wait = _RECONNECT_POLL  # not connected: look again soon
+                else:
+                    wait = self._expires  # every slot busy: a handler's end wakes this
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(max(wait, 0.001)):
                         await self._changed.wait()
@@ -230,29 +244,29 @@ class _PullConsumer:
             # Let handlers in a database transaction finish; cancel only the late ones.
             await finish(set(self._running), GRACE_SECONDS)
 
-    def _due(self, now: float) -> int:
-        """Messages the open requests may still deliver (forgetting the lost ones)."""
-        while self._requests and self._requests[0][0] <= now:
-            self._requests.popleft()  # its end was lost with the connection
-        return int(sum(due for _, due in self._requests))
-
     async def _ask(self, count: int) -> None:
+        self._asked += 1
+        reply = f"{self._prefix}{self._asked}"
         request = {"batch": count, "expires": int(self._expires * 1e9)}
-        await self._nc.publish(self._next_subject, json.dumps(request).encode(), self._inbox)
-        forget_at = asyncio.get_running_loop().time() + self._expires + _REQUEST_GRACE
-        self._requests.append([forget_at, count])
+        self._open, self._due = reply, count
+        self._forget_at = asyncio.get_running_loop().time() + self._expires + _REQUEST_GRACE
+        try:
+            await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply)
+        except BaseException:
+            self._open = None
+            raise
 
     async def _arrived(self, msg: Msg) -> None:
         status = msg.headers.get(api.Header.STATUS) if msg.headers else None
         if status == _HEARTBEAT:
             return
         if status:
-            # 408: the oldest request expired; 409: one was refused or cut short.
-            if self._requests:
-                self._requests.popleft()
+            if msg.subject != self._open:
+                return  # the end of a request already counted out, or forgotten
+            self._open = None
             if status == _REQUEST_EXPIRED:
                 self._backoff = 0.1
-            else:
+            else:  # 409 and the like: refused or cut short
                 self._refused = True
                 description = msg.headers.get(api.Header.DESCRIPTION, "") if msg.headers else ""
                 log.warning(
@@ -263,10 +277,11 @@ class _PullConsumer:
                 )
             self._changed.set()
             return
-        if self._requests:
-            self._requests[0][1] -= 1
-            if self._requests[0][1] <= 0:
-                self._requests.popleft()
+        if self._open is not None:
+            self._due -= 1
+            if self._due <= 0:
+                self._open = None  # all it asked for came: no status follows
+                self._changed.set()
         self._free -= 1
         self._backoff = 0.1
         task = asyncio.create_task(self._handle(msg))
@@ -464,12 +479,18 @@ class NatsBus(Bus):
         publish = self._nc.publish
         max_payload = self._nc.max_payload
         loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.publish_timeout
         batch = _Batch(len(messages), loop.create_future())
         replies: list[tuple[int, str]] = []
         processed = 0
         try:
-            async with asyncio.timeout(self.publish_timeout):
+            async with asyncio.timeout_at(deadline):
                 for index, message in enumerate(messages):
+                    if loop.time() >= deadline:
+                        # nats-py swallows a cancellation that comes while it waits
+                        # for its flusher (over 2 MB buffered): the timeout's own
+                        # cancellation may never arrive here.
+                        raise TimeoutError
                     headers = {**message.headers, MSG_ID_HEADER: message.id}
                     size = len(message.body) + _headers_size(headers)
                     if size > max_payload:
@@ -494,9 +515,10 @@ class NatsBus(Bus):
                         # Let nats-py's flusher send what is buffered, so the server
                         # works on these while the rest are built (and acks come in).
                         await asyncio.sleep(0)
-                batch.sending = False
-                if batch.awaited:
-                    await batch.done
+            batch.sending = False
+            if batch.awaited:
+                # Bounded on its own, for the same reason.
+                await asyncio.wait({batch.done}, timeout=max(0.0, deadline - loop.time()))
         except TimeoutError:
             for late in range(processed, len(messages)):
                 batch.results[late] = PublishError("publish not acknowledged (TimeoutError)")
