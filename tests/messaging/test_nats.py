@@ -698,6 +698,35 @@ async def test_a_quiet_consumer_hands_each_message_on_as_it_arrives(nt: NatsTest
         await asyncio.sleep(0.01 * n)  # some while the next request is being asked for
 
 
+async def test_a_consumer_never_runs_more_handlers_than_its_concurrency(nt: NatsTest) -> None:
+    # Trickles that leave a request half served, expiries, then a burst: with several
+    # requests open at once, their count drifted and the handlers with it.
+    bus = await nt.started(fetch_timeout=0.3)
+    running, peak, handled = 0, 0, 0
+
+    async def slow(delivery: Delivery) -> None:
+        nonlocal running, peak, handled
+        running += 1
+        peak = max(peak, running)
+        await asyncio.sleep(0.1)
+        running -= 1
+        handled += 1
+        await delivery.ack()
+
+    await bus.subscribe("bounded", [f"{nt.prefix}.>"], slow, concurrency=4)
+    sent = 0
+    for _ in range(4):
+        for _ in range(2):
+            await bus.publish(message_of(case_event(f"c{sent}"), nt.prefix))
+            sent += 1
+        await asyncio.sleep(0.2)
+    await asyncio.sleep(0.5)  # requests expire
+    await bus.publish_many([message_of(case_event(f"b{n}"), nt.prefix) for n in range(40)])
+
+    await eventually(lambda: asyncio.sleep(0, handled), until=lambda n: n == sent + 40)
+    assert peak <= 4
+
+
 async def test_a_consumer_keeps_asking_after_its_requests_expire(nt: NatsTest) -> None:
     bus = await nt.started(fetch_timeout=0.2)
     handled: list[str] = []
