@@ -156,6 +156,15 @@ def private_server(nats_server_binary: str, tmp_path: Path) -> Iterator[PrivateN
     server.stop()
 
 
+@pytest.fixture
+async def private_nt(private_server: PrivateNatsServer) -> AsyncIterator[NatsTest]:
+    """The private server, started, and this test's streams on it (deleted afterwards)."""
+    private_server.start()
+    test = NatsTest(private_server.url, private=True)
+    yield test
+    await test.close()
+
+
 def case_event(case_id: str, type: str = "case.created", **data: Any) -> Event:
     """A case event about *case_id*."""
     return Event.create(type, source="/seawall/cases", subject=case_id, data=data or None)
@@ -382,11 +391,25 @@ async def test_a_batch_larger_than_the_window_waits_for_room_and_is_all_stored(
     bus = await nt.started(max_in_flight=7)
     first = [message_of(case_event(f"a{i}"), nt.prefix) for i in range(60)]
     second = [message_of(case_event(f"b{i}"), nt.prefix) for i in range(40)]
+    awaiting = bus._acks._awaiting if bus._acks else {}
+    most = 0
 
-    results = await asyncio.gather(bus.publish_many(first), bus.publish_many(second))
+    async def watch() -> None:  # at every turn of the event loop
+        nonlocal most
+        while True:
+            most = max(most, len(awaiting))
+            await asyncio.sleep(0)
+
+    watching = asyncio.ensure_future(watch())
+    try:
+        results = await asyncio.gather(bus.publish_many(first), bus.publish_many(second))
+    finally:
+        watching.cancel()
 
     assert results == [[None] * 60, [None] * 40]
     assert await nt.messages() == 100
+    assert 0 < most <= 7
+    assert not awaiting
 
 
 async def test_a_refusal_in_an_acknowledgement_fails_that_message_only(nt: NatsTest) -> None:
@@ -423,52 +446,44 @@ async def test_a_subject_no_stream_takes_fails_at_once_for_now(nt: NatsTest) -> 
 
 
 async def test_acknowledgements_that_come_too_late_are_reported_and_ignored(
-    private_server: PrivateNatsServer,
+    private_server: PrivateNatsServer, private_nt: NatsTest
 ) -> None:
-    private_server.start()
-    nt = NatsTest(private_server.url, private=True)
+    bus = await private_nt.started(publish_timeout=0.5)
+    private_server.pause()  # the server takes the messages but answers nothing
     try:
-        bus = await nt.started(publish_timeout=0.5)
-        private_server.pause()  # the server takes the messages but answers nothing
-        try:
-            waiting = [message_of(case_event(f"c{i}"), nt.prefix) for i in range(3)]
-            results = await bus.publish_many(waiting)
-        finally:
-            private_server.resume()
-
-        assert [str(r) for r in results] == ["publish not acknowledged (TimeoutError)"] * 3
-        later = message_of(case_event("d1"), nt.prefix)
-        await eventually(lambda: bus.publish_many([later]), until=lambda r: r == [None])
-        assert await nt.messages() == 4  # the late ones were stored; their acks went nowhere
+        waiting = [message_of(case_event(f"c{i}"), private_nt.prefix) for i in range(3)]
+        results = await bus.publish_many(waiting)
     finally:
-        await nt.close()
+        private_server.resume()
+
+    assert [str(r) for r in results] == ["publish not acknowledged (TimeoutError)"] * 3
+    assert bus._acks is not None
+    assert not bus._acks._awaiting  # given up on, not kept
+    later = message_of(case_event("d1"), private_nt.prefix)
+    await eventually(lambda: bus.publish_many([later]), until=lambda r: r == [None])
+    assert await private_nt.messages() == 4  # the late ones were stored; their acks went nowhere
 
 
 async def test_publish_many_returns_when_its_acknowledgements_died_with_the_server(
-    private_server: PrivateNatsServer,
+    private_server: PrivateNatsServer, private_nt: NatsTest
 ) -> None:
     # 16 MB of messages for a frozen server: nats-py waits for its flusher and
     # swallows the cancellation of the publish timeout while it does. The call must
     # still end once the connection is gone, not wait for those acks for ever.
+    bus = await private_nt.started(publish_timeout=1.0)
+    subject = f"{private_nt.prefix}.cases.case.created"
+    large = [Message(id=f"m{n}", subject=subject, body=b"x" * 8000) for n in range(2000)]
+    private_server.pause()
+    publishing = asyncio.ensure_future(bus.publish_many(large))
+    await asyncio.sleep(2.0)
+    private_server.kill()
     private_server.start()
-    nt = NatsTest(private_server.url, private=True)
-    try:
-        bus = await nt.started(publish_timeout=1.0)
-        subject = f"{nt.prefix}.cases.case.created"
-        large = [Message(id=f"m{n}", subject=subject, body=b"x" * 8000) for n in range(2000)]
-        private_server.pause()
-        publishing = asyncio.ensure_future(bus.publish_many(large))
-        await asyncio.sleep(2.0)
-        private_server.kill()
-        private_server.start()
 
-        async with asyncio.timeout(WAIT_SECONDS):
-            results = await publishing
+    async with asyncio.timeout(WAIT_SECONDS):
+        results = await publishing
 
-        assert all(isinstance(result, PublishError) for result in results)
-        assert {str(result) for result in results} == {"publish not acknowledged (TimeoutError)"}
-    finally:
-        await nt.close()
+    assert all(isinstance(result, PublishError) for result in results)
+    assert {str(result) for result in results} == {"publish not acknowledged (TimeoutError)"}
 
 
 @pytest.mark.parametrize(
@@ -526,36 +541,32 @@ async def test_closing_the_bus_is_not_reported_as_a_disconnection(nt: NatsTest) 
 
 
 async def test_publish_during_an_outage_fails_for_now_and_a_retry_is_stored_once(
-    private_server: PrivateNatsServer,
+    private_server: PrivateNatsServer, private_nt: NatsTest
 ) -> None:
+    bus = await private_nt.started(publish_timeout=1.0)
+    await bus.publish(message_of(case_event("c1"), private_nt.prefix))
+    with capture_logs() as logs:
+        private_server.stop()
+        await eventually(bus.health, until=lambda health: health["status"] == "down")
+    assert {"event": "nats_disconnected", "log_level": "warning"} in logs
+    during = message_of(case_event("c2"), private_nt.prefix)
+
+    with pytest.raises(PublishError) as caught:
+        await bus.publish(during)
+
+    assert not caught.value.permanent
     private_server.start()
-    nt = NatsTest(private_server.url, private=True)
-    try:
-        bus = await nt.started(publish_timeout=1.0)
-        await bus.publish(message_of(case_event("c1"), nt.prefix))
-        with capture_logs() as logs:
-            private_server.stop()
-            await eventually(bus.health, until=lambda health: health["status"] == "down")
-        assert {"event": "nats_disconnected", "log_level": "warning"} in logs
-        during = message_of(case_event("c2"), nt.prefix)
 
-        with pytest.raises(PublishError) as caught:
+    async def retried() -> bool:
+        try:
             await bus.publish(during)
+        except PublishError:
+            return False
+        return True
 
-        assert not caught.value.permanent
-        private_server.start()
-
-        async def retried() -> bool:
-            try:
-                await bus.publish(during)
-            except PublishError:
-                return False
-            return True
-
-        await eventually(retried)
-        assert await nt.messages() == 2  # the first survived the restart; the retry is not doubled
-    finally:
-        await nt.close()
+    await eventually(retried)
+    # The first survived the restart; the retry is not doubled.
+    assert await private_nt.messages() == 2
 
 
 # -- consumers -----------------------------------------------------------------------
