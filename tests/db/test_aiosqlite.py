@@ -246,6 +246,13 @@ async def _names(database: Database) -> list[str]:
         return [name for (name,) in rows]
 
 
+async def _only_the_next_write_lands(database: Database) -> None:
+    """The next transaction (on the same pooled connection) sends none of a dropped write."""
+    async with database.transaction() as session:
+        await session.execute(sa.insert(_things).values(name="b", size=2))
+    assert await _names(database) == ["b"]
+
+
 async def test_a_transaction_whose_only_write_rides_along_makes_one_hop(
     database: Database, hops: list[str]
 ) -> None:
@@ -288,10 +295,7 @@ async def test_a_rollback_drops_the_writes_riding_along_unsent(
             await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
             raise RuntimeError("changed my mind")
     assert hops == []  # never begun, nothing to roll back
-
-    async with database.transaction() as session:  # the pooled connection sends none of it
-        await session.execute(sa.insert(_things).values(name="b", size=2))
-    assert await _names(database) == ["b"]
+    await _only_the_next_write_lands(database)
 
 
 async def test_a_session_closed_without_commit_leaves_no_write_for_the_next_one(
@@ -301,10 +305,7 @@ async def test_a_session_closed_without_commit_leaves_no_write_for_the_next_one(
         await session.begin()
         await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
     # The connection went back to the pool with the write unsent.
-    async with database.transaction() as session:
-        await session.execute(sa.insert(_things).values(name="b", size=2))
-
-    assert await _names(database) == ["b"]
+    await _only_the_next_write_lands(database)
 
 
 async def test_a_savepoint_rolled_back_takes_back_a_write_that_rode_along_inside_it(
