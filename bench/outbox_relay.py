@@ -63,7 +63,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -75,7 +75,7 @@ import sqlalchemy as sa
 from nats.js import api
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import Database, inbox, migrate
+from seawall.db import Database, WriteTurnStats, inbox, migrate
 from seawall.messaging import (
     Consumer,
     Event,
@@ -658,6 +658,7 @@ class Latency:
     to_publish: list[float] = field(default_factory=list)
     to_handler: list[float] = field(default_factory=list)
     missing: int = 0
+    turn: WriteTurnUse | None = None  # SQLite: the write turn during the load
 
     @property
     def kept_up(self) -> bool:
@@ -673,6 +674,37 @@ class Latency:
             and bool(self.to_handler)
             and percentile(self.to_commit, 99) < 0.1
             and percentile(self.to_handler, 99) < 1.0
+        )
+
+
+@dataclass(frozen=True)
+class WriteTurnUse:
+    """How SQLite's write turn was used from the start of the load until all was handled."""
+
+    seconds: float
+    acquired: int
+    timeouts: int
+    waited: float  # by every wait, those that timed out too
+    held: float
+
+    @classmethod
+    def between(cls, before: WriteTurnStats, after: WriteTurnStats, seconds: float) -> WriteTurnUse:
+        return cls(
+            seconds,
+            after.acquired - before.acquired,
+            after.timeouts - before.timeouts,
+            after.waited_seconds - before.waited_seconds,
+            after.held_seconds - before.held_seconds,
+        )
+
+    def __str__(self) -> str:
+        held_each = self.held / max(self.acquired, 1)
+        waited_each = self.waited / max(self.acquired + self.timeouts, 1)
+        gave_up = f", {self.timeouts:,} waits timed out" if self.timeouts else ""
+        return (
+            f"held {self.held / self.seconds:.0%} of the time, {self.acquired:,} turns "
+            f"({self.acquired / self.seconds:,.0f}/s) held {held_each * 1e3:.2f} ms each, "
+            f"{waited_each * 1e3:.2f} ms waited per turn asked for{gave_up}"
         )
 
 
@@ -862,6 +894,7 @@ async def steady_load(
     try:
         await asyncio.sleep(0.2)  # the relay's first round and the consumer's first fetch
         load = {"rate": rate, "seconds": seconds, "warmup": warmup}
+        turn_before, load_started = replace(database.write_turn_stats), time.perf_counter()
         if separate_producer:
             produced = await produce_elsewhere(database, **load)
         else:
@@ -873,12 +906,17 @@ async def steady_load(
                 while waiting:
                     waiting = {key for key in waiting if key not in entered}
                     await asyncio.sleep(0.01)
+        turn = WriteTurnUse.between(
+            turn_before, database.write_turn_stats, time.perf_counter() - load_started
+        )
     finally:
         relay.stop()
         await bounded(relay_task, "OutboxRelay.run")
 
     producer = "own process, asyncpg" if separate_producer else "this process, Outbox.add"
     result = Latency(name, rate, seconds, producer)
+    if database.dialect == "sqlite":
+        result.turn = turn
     due: dict[str, float] = produced["due"]
     result.offered, result.failed = len(due), len(produced["failures"])
     if produced["failures"]:
@@ -1141,6 +1179,8 @@ def print_latency(result: Latency) -> None:
     line("  commit -> handler entered", spread(result.to_handler))
     if result.missing:
         print(f"    {result.missing} committed events never reached the handler")
+    if result.turn is not None:
+        print(f"    SQLite's write turn: {result.turn}")
 
 
 def targets(figures: Figures, options: argparse.Namespace) -> list[tuple[str, bool]]:

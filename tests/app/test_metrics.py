@@ -254,6 +254,36 @@ async def test_every_family_is_seawalls_documented_and_bounded(
     assert not any(v.startswith("/no/such") for v in labels)
 
 
+async def test_sqlite_s_write_turn_is_counted_and_postgresql_has_none(
+    running: tuple[FastAPI, httpx.AsyncClient], database: Database
+) -> None:
+    _app, client = running
+    before, _ = await scrape(client)
+    created = await client.post("/cases", json=NEW_CASE, headers={"Idempotency-Key": "m-turn"})
+    assert created.status_code == 201
+
+    after, families = await scrape(client)
+
+    turn = {
+        "seawall_db_write_turn_acquisitions",
+        "seawall_db_write_turn_wait_seconds",
+        "seawall_db_write_turn_held_seconds",
+        "seawall_db_write_turn_timeouts",
+    }
+    if database.dialect != "sqlite":
+        assert not turn & set(families)
+        return
+    assert turn <= set(families)
+    taken = "seawall_db_write_turn_acquisitions_total"
+    held = "seawall_db_write_turn_held_seconds_total"
+    # The case and its outbox row, then its activity row: each write took a turn.
+    assert value(after, taken) >= value(before, taken) + 1
+    assert value(after, held) > value(before, held)
+    assert value(after, "seawall_db_write_turn_timeouts_total") == 0
+    stats = database.write_turn_stats
+    assert value(after, taken) <= stats.acquired
+
+
 async def test_openmetrics_is_answered_when_asked_for(
     running: tuple[FastAPI, httpx.AsyncClient],
 ) -> None:

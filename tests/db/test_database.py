@@ -282,6 +282,64 @@ async def test_sqlite_write_turns_go_in_arrival_order(tmp_path: Path) -> None:
     assert order == ["w1", "w2", "w3"]
 
 
+async def test_sqlite_write_turn_stats_count_turns_waits_holds_and_timeouts(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path}/turns.db", timeout=0.3)
+    holding = asyncio.Event()
+
+    async def hold(seconds: float) -> None:
+        async with database.transaction() as session:
+            holding.set()
+            await session.execute(sa.text("SELECT 1"))
+            # Taken again by the same task inside its transaction: not a second turn.
+            async with database.write_turn():
+                await asyncio.sleep(seconds)
+
+    async def wait_behind() -> None:
+        await holding.wait()
+        async with database.write_turn():
+            pass
+
+    try:
+        await asyncio.gather(hold(0.1), wait_behind())
+        stats = database.write_turn_stats
+        assert stats.acquired == 2
+        assert stats.timeouts == 0
+        assert stats.held_seconds >= 0.1
+        assert 0.05 <= stats.waited_seconds < stats.held_seconds
+        held_before = stats.held_seconds
+
+        holding.clear()
+        holder = asyncio.create_task(hold(0.6))
+        await holding.wait()
+        with pytest.raises(sa.exc.OperationalError, match="database is locked"):
+            async with database.write_turn():
+                pass
+        await holder
+    finally:
+        await database.dispose()
+
+    assert stats.acquired == 3
+    assert stats.timeouts == 1
+    assert stats.held_seconds >= held_before + 0.6
+    assert stats.waited_seconds >= 0.05 + 0.3
+
+
+async def test_postgresql_has_no_write_turn_to_count() -> None:
+    database = Database("postgresql://nobody@127.0.0.1:1/none")
+    async with database.write_turn():
+        pass
+    stats = database.write_turn_stats
+    assert (stats.acquired, stats.waited_seconds, stats.held_seconds, stats.timeouts) == (
+        0,
+        0.0,
+        0.0,
+        0,
+    )
+    await database.dispose()
+
+
 async def test_a_sqlite_connection_returned_inside_a_transaction_is_rolled_back(
     tmp_path: Path,
 ) -> None:

@@ -39,7 +39,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.exc import SQLAlchemyError
 
 from seawall.config import Settings
-from seawall.db import Database, dead_letters, webhook_events
+from seawall.db import Database, WriteTurnStats, dead_letters, webhook_events
 from seawall.errors import ConfigurationError, DatabaseError
 from seawall.messaging import outbox_lag
 from seawall.observability import (
@@ -110,7 +110,8 @@ class DatabaseGauges(Collector):
         ``seawall_dead_letters{consumer, state}``,
         ``seawall_webhooks_backlog{provider, status}``,
         ``seawall_metrics_snapshot_age_seconds``,
-        ``seawall_metrics_refresh_failures_total``.
+        ``seawall_metrics_refresh_failures_total``; on SQLite
+        ``seawall_db_write_turn_{acquisitions,wait_seconds,held_seconds,timeouts}_total``.
 
     Args:
         database: where to count.
@@ -155,13 +156,19 @@ class DatabaseGauges(Collector):
                 log.warning("metrics_refresh_failed", error=type(exc).__name__)
 
     def collect(self) -> Iterator[Metric]:
-        """Yield the gauges of the last snapshot (none before the first one)."""
+        """Yield the gauges of the last snapshot (none before the first one).
+
+        On SQLite, also how the process's write turn was used (kept in memory by
+        `Database`, no query).
+        """
         failures = CounterMetricFamily(
             "seawall_metrics_refresh_failures",
             "Refreshes of the database-derived gauges that failed or timed out.",
         )
         failures.add_metric([], self.failures)
         yield failures
+        if self.database.dialect == "sqlite":
+            yield from _write_turn(self.database.write_turn_stats)
         snapshot = self.snapshot
         if snapshot is None:
             return
@@ -203,6 +210,34 @@ class DatabaseGauges(Collector):
             ("provider", "status"),
             snapshot.webhooks,
         )
+
+
+def _write_turn(stats: WriteTurnStats) -> Iterator[Metric]:
+    for name, documentation, value in (
+        (
+            "seawall_db_write_turn_acquisitions",
+            "SQLite write transactions of this process that got their turn at the write lock.",
+            stats.acquired,
+        ),
+        (
+            "seawall_db_write_turn_wait_seconds",
+            "Time SQLite write transactions waited for their turn, in all.",
+            stats.waited_seconds,
+        ),
+        (
+            "seawall_db_write_turn_held_seconds",
+            "Time the SQLite write turn was held; its rate near 1 means writers queue.",
+            stats.held_seconds,
+        ),
+        (
+            "seawall_db_write_turn_timeouts",
+            "SQLite write transactions that gave up waiting for their turn.",
+            stats.timeouts,
+        ),
+    ):
+        family = CounterMetricFamily(name, documentation)
+        family.add_metric([], value)
+        yield family
 
 
 def _gauge(name: str, documentation: str, value: float) -> GaugeMetricFamily:

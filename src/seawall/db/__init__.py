@@ -7,6 +7,7 @@ Migrations are Alembic revisions shipped inside the package; `migrate` applies t
 
 from seawall.db._database import (
     Database,
+    WriteTurnStats,
     affected_rows,
     dialect_of,
     insert_ignoring_conflicts,
@@ -45,6 +46,7 @@ __all__ = [
     "RawStatement",
     "UTCDateTime",
     "UnnestInsert",
+    "WriteTurnStats",
     "affected_rows",
     "api_keys",
     "case_activity",

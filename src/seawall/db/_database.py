@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,30 @@ def affected_rows(result: Any) -> int:
     return int(result.rowcount)
 
 
+@dataclass(slots=True)
+class WriteTurnStats:
+    """How a SQLite `Database`'s write turn was used in this process, since it was built.
+
+    SQLite takes one writer at a time, so every write transaction of a process
+    waits for its turn (`Database.write_turn`). Held seconds over wall-clock
+    seconds is how busy the turn is: near 1, writers queue behind each other and
+    their wait, not the event loop, is what a request or a consumer waits for
+    (docs/BENCHMARKS.md, issue #5). A turn a task takes again inside its own
+    transaction is not counted twice. Always zero on PostgreSQL.
+
+    Attributes:
+        acquired: turns taken.
+        waited_seconds: time spent waiting for them, in all.
+        held_seconds: time they were held, in all.
+        timeouts: waits that gave up after the database's timeout.
+    """
+
+    acquired: int = 0
+    waited_seconds: float = 0.0
+    held_seconds: float = 0.0
+    timeouts: int = 0
+
+
 class _Turn:
     """The write lock of a SQLite `Database` in one event loop, and the task holding it."""
 
@@ -110,6 +136,10 @@ class Database:
     SQLite runs in WAL mode with a busy timeout, and every transaction starts with
     ``BEGIN IMMEDIATE`` so that concurrent writers queue on the lock instead of
     failing when a read transaction upgrades to a write.
+
+    Attributes:
+        write_turn_stats: how SQLite's write turn was used (`WriteTurnStats`);
+            ``/metrics`` exposes it as ``seawall_db_write_turn_*``.
 
     Args:
         url: a SQLAlchemy URL; see `normalize_url`.
@@ -162,6 +192,7 @@ class Database:
         self._write_locks: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Turn] | None = (
             weakref.WeakKeyDictionary() if self.dialect == "sqlite" else None
         )
+        self.write_turn_stats = WriteTurnStats()
 
     def __repr__(self) -> str:
         return f"Database({mask_url(self.url)!r})"
@@ -201,21 +232,29 @@ class Database:
         if turn.owner is asyncio.current_task():
             yield  # nested in a transaction of this task: SQLite itself decides, as before
             return
+        stats = self.write_turn_stats
+        asked = time.perf_counter()
         try:
             # Not `asyncio.wait_for`: on Python 3.11 it runs the acquire in a task of its
             # own, so even a free lock cost two turns of the event loop.
             async with asyncio.timeout(self.timeout):
                 await turn.lock.acquire()
         except TimeoutError as exc:
+            stats.timeouts += 1
+            stats.waited_seconds += time.perf_counter() - asked
             # What SQLite's own busy timeout raises, so callers handle both alike.
             locked = sqlite3.OperationalError("database is locked (by this process)")
             raise OperationalError("BEGIN IMMEDIATE", None, locked) from exc
+        taken = time.perf_counter()
+        stats.acquired += 1
+        stats.waited_seconds += taken - asked
         turn.owner = asyncio.current_task()
         try:
             yield
         finally:
             turn.owner = None
             turn.lock.release()
+            stats.held_seconds += time.perf_counter() - taken
 
     def _turn(self) -> _Turn:
         # One per event loop: an asyncio.Lock belongs to the loop it first waited in.
