@@ -35,8 +35,9 @@ Measured, in this order:
   per event, with the batched consumer. On PostgreSQL + NATS the producer is a
   process of its own writing the outbox rows through bare asyncpg (woken relays
   hear its ``NOTIFY``); on the embedded default (SQLite + InProcessBus) it is
-  `Outbox.add` in this process, as in ``seawall serve``. A rate that is not kept
-  up is halved, down to ``--min-rate``.
+  `Outbox.add` in this process, as in ``seawall serve``, and how SQLite's write
+  turn was used meanwhile is printed under it (`WriteTurnUse`). A rate that is not
+  kept up is halved, down to ``--min-rate``.
 
 Everything runs on uvloop's event loop, as ``seawall serve`` (through uvicorn),
 ``seawall relay`` and ``seawall worker`` do; ``--loop asyncio`` runs it on asyncio's
