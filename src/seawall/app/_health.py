@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from fastapi import APIRouter, Request
@@ -11,7 +13,7 @@ from pydantic import BaseModel
 
 from seawall.app._state import ServiceState
 from seawall.config import Settings
-from seawall.db import Database
+from seawall.db import Database, WriteTurnStats
 from seawall.errors import DatabaseError
 from seawall.health import (
     DependencyResult,
@@ -98,6 +100,8 @@ class DependencyReport(BaseModel):
 
 # The outbox counts as degraded when its oldest pending event is older than this.
 OUTBOX_LAG_DEGRADED_SECONDS = 60.0
+# Share of the time between two checks SQLite's write turn may be held before a warning.
+WRITE_TURN_BUSY_WARNING = 0.8
 
 
 @router.get(
@@ -130,9 +134,7 @@ def build_monitor(
     redis: Any = None,
 ) -> HealthMonitor:
     """The health monitor of the service: every dependency it has, checked in the background."""
-    checks: list[HealthCheck] = [
-        FunctionCheck("database", _database_probe(database), critical=True, kind="database")
-    ]
+    checks: list[HealthCheck] = [_DatabaseCheck(database)]
     if messaging is not None:
         checks.append(_BusCheck(messaging))
     checks.append(_OutboxCheck(database))
@@ -148,6 +150,72 @@ def _database_probe(database: Database) -> Any:
         return {"backend": database.dialect}
 
     return probe
+
+
+class _DatabaseCheck:
+    """The database answers a ping; on SQLite, also how busy its writer was since the last check.
+
+    SQLite takes one writer at a time (`Database.write_turn`). Held most of the
+    time, writes queue behind each other: everything still works, slower, and
+    an operator should know (a warning, not a degraded status).
+    """
+
+    name = "database"
+    critical = True
+    kind = "database"
+
+    def __init__(self, database: Database, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self._database = database
+        self._ping = FunctionCheck(
+            self.name, _database_probe(database), critical=self.critical, kind=self.kind
+        )
+        self._clock = clock
+        self._last: tuple[float, WriteTurnStats] | None = None
+
+    async def check(self) -> DependencyResult:
+        result = await self._ping.check()
+        if self._database.dialect != "sqlite" or not result.healthy:
+            return result
+        usage = self._write_turn_since_last()
+        if usage is None:
+            return result
+        details, warnings = usage
+        return dataclasses.replace(
+            result,
+            details={**result.details, "write_turn": details},
+            warnings=(*result.warnings, *warnings),
+        )
+
+    def _write_turn_since_last(self) -> tuple[dict[str, Any], tuple[str, ...]] | None:
+        now, stats = self._clock(), dataclasses.replace(self._database.write_turn_stats)
+        last, self._last = self._last, (now, stats)
+        if last is None or now <= last[0]:
+            return None  # the first check: nothing to compare with yet
+        seconds, before = now - last[0], last[1]
+        turns = stats.acquired - before.acquired
+        timeouts = stats.timeouts - before.timeouts
+        # A turn held across the previous check counts whole here: never above all the time.
+        busy = min(1.0, (stats.held_seconds - before.held_seconds) / seconds)
+        waited = stats.waited_seconds - before.waited_seconds
+        details = {
+            "busy": round(busy, 3),
+            "turns_per_second": round(turns / seconds, 1),
+            "wait_ms": round(waited / max(turns + timeouts, 1) * 1000.0, 2),
+            "timeouts": timeouts,
+            "seconds": round(seconds, 1),
+        }
+        warnings: list[str] = []
+        if busy >= WRITE_TURN_BUSY_WARNING:
+            warnings.append(
+                f"SQLite's writer was busy {busy:.0%} of the last {seconds:.0f} s: writes "
+                "queue behind each other; PostgreSQL takes many writers at once"
+            )
+        if timeouts:
+            warnings.append(
+                f"{timeouts} write(s) gave up waiting for SQLite's writer in the last "
+                f"{seconds:.0f} s (database is locked)"
+            )
+        return details, tuple(warnings)
 
 
 def _redis_probe(redis: Any) -> Any:
