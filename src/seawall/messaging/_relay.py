@@ -463,7 +463,7 @@ class OutboxRelay:
             125-250 events/s a 10 ms wait marked about one event per transaction,
             and those transactions queued with the writers'; at 125/s 50 ms took
             15 % fewer turns of the write lock, and it lowered the commit ->
-            handler p99 in eight of nine alternated pairs (docs/BENCHMARKS.md,
+            handler p99 in ten of twelve alternated pairs (docs/BENCHMARKS.md,
             stop 21).
     """
 
