@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -90,10 +91,19 @@ async def test_an_unreachable_database_is_unhealthy_without_writer_figures(tmp_p
     (tmp_path / "a-directory").mkdir()
     database = Database(f"sqlite:///{tmp_path}/a-directory")  # SQLite cannot open it
     check = _DatabaseCheck(database)
+    threads = set(threading.enumerate())
     try:
         results = [await check.check(), await check.check()]
     finally:
         await database.dispose()
+        # aiosqlite stops the thread of a connection that failed to open with a
+        # future of this loop: let it finish while the loop still runs.
+        for _ in range(500):
+            if not [
+                t for t in set(threading.enumerate()) - threads if "_connection_worker" in t.name
+            ]:
+                break
+            await asyncio.sleep(0.01)
 
     for result in results:
         assert result.status == "unhealthy"
