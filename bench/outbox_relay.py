@@ -64,7 +64,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
@@ -683,28 +683,17 @@ class WriteTurnUse:
     """How SQLite's write turn was used from the start of the load until all was handled."""
 
     seconds: float
-    acquired: int
-    timeouts: int
-    waited: float  # by every wait, those that timed out too
-    held: float
-
-    @classmethod
-    def between(cls, before: WriteTurnStats, after: WriteTurnStats, seconds: float) -> WriteTurnUse:
-        return cls(
-            seconds,
-            after.acquired - before.acquired,
-            after.timeouts - before.timeouts,
-            after.waited_seconds - before.waited_seconds,
-            after.held_seconds - before.held_seconds,
-        )
+    used: WriteTurnStats  # counted in those seconds
 
     def __str__(self) -> str:
-        held_each = self.held / max(self.acquired, 1)
-        waited_each = self.waited / max(self.acquired + self.timeouts, 1)
-        gave_up = f", {self.timeouts:,} waits timed out" if self.timeouts else ""
+        used = self.used
+        held_each = used.held_seconds / max(used.acquired, 1)
+        # Every wait, those that timed out too.
+        waited_each = used.waited_seconds / max(used.acquired + used.timeouts, 1)
+        gave_up = f", {used.timeouts:,} waits timed out" if used.timeouts else ""
         return (
-            f"held {self.held / self.seconds:.0%} of the time, {self.acquired:,} turns "
-            f"({self.acquired / self.seconds:,.0f}/s) held {held_each * 1e3:.2f} ms each, "
+            f"held {used.held_seconds / self.seconds:.0%} of the time, {used.acquired:,} turns "
+            f"({used.acquired / self.seconds:,.0f}/s) held {held_each * 1e3:.2f} ms each, "
             f"{waited_each * 1e3:.2f} ms waited per turn asked for{gave_up}"
         )
 
@@ -895,7 +884,7 @@ async def steady_load(
     try:
         await asyncio.sleep(0.2)  # the relay's first round and the consumer's first fetch
         load = {"rate": rate, "seconds": seconds, "warmup": warmup}
-        turn_before, load_started = replace(database.write_turn_stats), time.perf_counter()
+        turn_before, load_started = database.write_turn_stats.snapshot(), time.perf_counter()
         if separate_producer:
             produced = await produce_elsewhere(database, **load)
         else:
@@ -907,8 +896,8 @@ async def steady_load(
                 while waiting:
                     waiting = {key for key in waiting if key not in entered}
                     await asyncio.sleep(0.01)
-        turn = WriteTurnUse.between(
-            turn_before, database.write_turn_stats, time.perf_counter() - load_started
+        turn = WriteTurnUse(
+            time.perf_counter() - load_started, database.write_turn_stats.since(turn_before)
         )
     finally:
         relay.stop()

@@ -309,6 +309,7 @@ async def test_sqlite_write_turn_stats_count_turns_waits_holds_and_timeouts(
         assert stats.held_seconds >= 0.1
         assert 0.05 <= stats.waited_seconds < stats.held_seconds
         held_before = stats.held_seconds
+        earlier = stats.snapshot()
 
         holding.clear()
         holder = asyncio.create_task(hold(0.6))
@@ -324,6 +325,11 @@ async def test_sqlite_write_turn_stats_count_turns_waits_holds_and_timeouts(
     assert stats.timeouts == 1
     assert stats.held_seconds >= held_before + 0.6
     assert stats.waited_seconds >= 0.05 + 0.3
+    since = stats.since(earlier)
+    assert (since.acquired, since.timeouts) == (1, 1)
+    assert since.held_seconds >= 0.6
+    assert since.waited_seconds >= 0.3
+    assert earlier.acquired == 2  # a snapshot does not move with the stats
 
 
 async def test_postgresql_has_no_write_turn_to_count() -> None:

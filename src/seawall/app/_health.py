@@ -187,20 +187,18 @@ class _DatabaseCheck:
         )
 
     def _write_turn_since_last(self) -> tuple[dict[str, Any], tuple[str, ...]] | None:
-        now, stats = self._clock(), dataclasses.replace(self._database.write_turn_stats)
+        now, stats = self._clock(), self._database.write_turn_stats.snapshot()
         last, self._last = self._last, (now, stats)
         if last is None or now <= last[0]:
             return None  # the first check: nothing to compare with yet
-        seconds, before = now - last[0], last[1]
-        turns = stats.acquired - before.acquired
-        timeouts = stats.timeouts - before.timeouts
+        seconds, used = now - last[0], stats.since(last[1])
+        timeouts = used.timeouts
         # A turn held across the previous check counts whole here: never above all the time.
-        busy = min(1.0, (stats.held_seconds - before.held_seconds) / seconds)
-        waited = stats.waited_seconds - before.waited_seconds
+        busy = min(1.0, used.held_seconds / seconds)
         details = {
             "busy": round(busy, 3),
-            "turns_per_second": round(turns / seconds, 1),
-            "wait_ms": round(waited / max(turns + timeouts, 1) * 1000.0, 2),
+            "turns_per_second": round(used.acquired / seconds, 1),
+            "wait_ms": round(used.waited_seconds / max(used.acquired + timeouts, 1) * 1000.0, 2),
             "timeouts": timeouts,
             "seconds": round(seconds, 1),
         }

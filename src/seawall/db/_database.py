@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import sqlite3
 import time
 import weakref
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -96,7 +96,7 @@ def affected_rows(result: Any) -> int:
     return int(result.rowcount)
 
 
-@dataclass(slots=True)
+@dataclasses.dataclass(slots=True)
 class WriteTurnStats:
     """How a SQLite `Database`'s write turn was used in this process, since it was built.
 
@@ -118,6 +118,19 @@ class WriteTurnStats:
     waited_seconds: float = 0.0
     held_seconds: float = 0.0
     timeouts: int = 0
+
+    def snapshot(self) -> WriteTurnStats:
+        """A copy of the figures now, to compare with later (`since`)."""
+        return dataclasses.replace(self)
+
+    def since(self, earlier: WriteTurnStats) -> WriteTurnStats:
+        """What was counted after *earlier*, a `snapshot` of these stats."""
+        return WriteTurnStats(
+            self.acquired - earlier.acquired,
+            self.waited_seconds - earlier.waited_seconds,
+            self.held_seconds - earlier.held_seconds,
+            self.timeouts - earlier.timeouts,
+        )
 
 
 class _Turn:
