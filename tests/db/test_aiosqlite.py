@@ -12,8 +12,13 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import Database, insert_rows
-from seawall.db._aiosqlite import OneHopCursor, one_hop_dbapi, ride_along
+from seawall.db import Database, insert_new_rows, insert_rows
+from seawall.db._aiosqlite import (
+    OneHopCursor,
+    fetch_in_transaction,
+    one_hop_dbapi,
+    ride_along,
+)
 
 _metadata = sa.MetaData()
 _things = sa.Table(
@@ -400,6 +405,33 @@ async def test_a_begin_that_found_the_lock_busy_keeps_the_writes_riding_along_an
         "a",
         "b",
     ]
+
+
+async def test_new_rows_go_in_one_hop_with_the_begin_and_the_writes_riding_along(
+    database: Database, hops: list[str], tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "hops.db", isolation_level=None, timeout=0)
+    try:
+        async with database.transaction() as session:
+            await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
+            new = await insert_new_rows(
+                session, _things, [{"name": "a", "size": 9}, {"name": "b", "size": 2}], "name"
+            )
+            assert hops == ["_run"]  # BEGIN IMMEDIATE, the write riding along, the INSERT
+            with pytest.raises(sqlite3.OperationalError, match="locked"):
+                other.execute("INSERT INTO things (name, size) VALUES ('x', 0)")
+        assert hops == ["_run", "commit"]
+    finally:
+        other.close()
+
+    assert new == ["b"]  # "a" came first, riding along
+    assert await _names(database) == ["a", "b"]
+
+
+async def test_a_statement_fetched_outside_a_one_hop_connection_is_left_to_the_caller(
+    database: Database,
+) -> None:
+    assert await fetch_in_transaction(object(), "SELECT 1", []) is None
 
 
 async def test_a_write_cannot_ride_along_outside_a_transaction(database: Database) -> None:

@@ -1,4 +1,4 @@
-"""`insert_rows` on both databases: the session's rows, in its transaction, with its errors."""
+"""`insert_rows` and `insert_new_rows` on both databases: the session's rows, in its transaction."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from seawall.db import Database, cases, insert_rows, sync_links
+from seawall.db import Database, cases, inbox, insert_new_rows, insert_rows, sync_links
 from seawall.messaging import Event, Outbox
 
 T0 = datetime(2026, 1, 1, 12, 30, 15, 123456, tzinfo=UTC)
@@ -114,6 +114,93 @@ async def test_no_rows_write_nothing(database: Database) -> None:
         await insert_rows(session, cases, [])
 
     assert await stored_cases(database) == []
+
+
+def inbox_row(message_id: str, consumer: str = "g", at: datetime = T0) -> dict[str, Any]:
+    return {"consumer": consumer, "message_id": message_id, "processed_at": at}
+
+
+async def stored_inbox(database: Database) -> list[tuple[str, str, datetime]]:
+    async with database.reading() as session:
+        rows = await session.execute(
+            sa.select(inbox.c.consumer, inbox.c.message_id, inbox.c.processed_at).order_by(
+                inbox.c.consumer, inbox.c.message_id
+            )
+        )
+        return [tuple(row) for row in rows]
+
+
+async def test_insert_new_rows_returns_the_keys_of_the_rows_it_inserted(
+    database: Database,
+) -> None:
+    async with database.transaction() as session:
+        first = await insert_new_rows(session, inbox, [inbox_row("m1")], "message_id")
+    local = T0.astimezone(timezone(timedelta(hours=-5)))
+    async with database.transaction() as session:
+        again = await insert_new_rows(
+            session,
+            inbox,
+            [inbox_row("m1"), inbox_row("m2", at=local), inbox_row("m1", consumer="h")],
+            "message_id",
+        )
+        within = await insert_new_rows(session, inbox, [inbox_row("m2")], "message_id")
+
+    assert first == ["m1"]
+    assert sorted(again) == ["m1", "m2"]  # m1 of group h, m2 of g: m1 of g was there
+    assert within == []  # the transaction sees its own rows
+    stored = await stored_inbox(database)
+    assert stored == [("g", "m1", T0), ("g", "m2", T0), ("h", "m1", T0)]
+    assert all(at.utcoffset() == timedelta(0) for *_, at in stored)
+
+
+async def test_insert_new_rows_roll_back_with_the_transaction(database: Database) -> None:
+    with pytest.raises(RuntimeError):
+        async with database.transaction() as session:
+            assert await insert_new_rows(session, inbox, [inbox_row("m1")], "message_id")
+            raise RuntimeError("the handler failed")
+
+    assert await stored_inbox(database) == []
+
+
+async def test_insert_new_rows_refused_is_sqlalchemys_error_and_writes_nothing(
+    database: Database,
+) -> None:
+    with pytest.raises(IntegrityError):
+        async with database.transaction() as session:
+            await insert_new_rows(
+                session, inbox, [inbox_row("m1"), inbox_row("m2", at=None)], "message_id"
+            )
+
+    assert await stored_inbox(database) == []
+
+
+async def test_insert_new_rows_refuses_a_naive_datetime_before_anything_is_sent(
+    database: Database,
+) -> None:
+    naive = inbox_row("m1", at=datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+    with pytest.raises(sa.exc.StatementError, match="naive datetime"):
+        async with database.transaction() as session:
+            await insert_new_rows(session, inbox, [naive], "message_id")
+
+    assert await stored_inbox(database) == []
+
+
+async def test_insert_new_rows_of_nothing_returns_nothing(database: Database) -> None:
+    async with database.transaction() as session:
+        assert await insert_new_rows(session, inbox, [], "message_id") == []
+
+
+async def test_insert_new_rows_beyond_sqlites_parameter_cap_go_through_the_session(
+    database: Database,
+) -> None:
+    rows = [inbox_row(f"m{number}") for number in range(11_000)]  # 33,000 parameters
+
+    async with database.transaction() as session:
+        inserted = await insert_new_rows(session, inbox, rows, "message_id")
+
+    assert len(inserted) == 11_000
+    assert len(await stored_inbox(database)) == 11_000
 
 
 async def test_on_postgresql_outbox_rows_wake_other_processes_relays_once(

@@ -230,6 +230,37 @@ async def test_apply_says_whether_the_handler_ran(database: Database, bus: Recor
     assert handler.calls == [event.id]
 
 
+async def test_on_sqlite_a_delivery_costs_two_hops_with_its_inbox_row_in_the_first(
+    database: Database, bus: RecordingBus, hops: list[str]
+) -> None:
+    if database.dialect != "sqlite":
+        pytest.skip("hops to aiosqlite's thread are SQLite's")
+    entered: list[str] = []
+
+    async def note(event: Event, session: AsyncSession) -> None:
+        entered.append(event.id)
+
+    spec = _spec(note, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    single, second, third = make_event("c1"), make_event("c2"), make_event("c3")
+    async with database.transaction() as session:  # the pool's connection opened beforehand
+        await session.execute(sa.text("SELECT 1"))
+    hops.clear()
+
+    ran = await worker.apply(spec, single)
+    single_hops = list(hops)
+    hops.clear()
+    ran_batched = await worker.apply_many(spec, [second, third, single])
+
+    # BEGIN IMMEDIATE with the inbox insert, then COMMIT: nothing more on the raw path
+    assert single_hops == ["_run", "commit"]
+    assert hops == ["_run", "commit"]
+    assert (ran, ran_batched) == (True, [True, True, False])
+    assert entered == [single.id, second.id, third.id]
+    for event in (single, second, third):
+        assert await _inbox_has(database, "tests", event.id)
+
+
 # -- batching consumers: deliveries ready together share a transaction ------------------------
 
 

@@ -22,7 +22,7 @@ from seawall.db._raw import (
     sqlite_statement,
     translate_error,
 )
-from seawall.db._rows import insert_rows
+from seawall.db._rows import insert_new_rows, insert_rows
 from seawall.db._tables import (
     UTCDateTime,
     api_keys,
@@ -60,6 +60,7 @@ __all__ = [
     "inbox",
     "insert_ignoring_conflicts",
     "insert_ignoring_conflicts_for",
+    "insert_new_rows",
     "insert_rows",
     "leases",
     "metadata",

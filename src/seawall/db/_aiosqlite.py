@@ -162,6 +162,35 @@ async def begin_deferred(dbapi_connection: Any) -> None:
         raise _after_failed_hop(driver, begin, riders, error) from None
 
 
+async def fetch_in_transaction(
+    dbapi_connection: Any, sql: str, parameters: Sequence[Any]
+) -> list[Any] | None:
+    """Run *sql* in the connection's transaction, in one hop; return its rows.
+
+    The deferred ``BEGIN`` and the writes riding along go first, in the same hop,
+    as a statement through SQLAlchemy's cursor would send them (`OneHopCursor`),
+    without SQLAlchemy's statement machinery around it.
+
+    Returns:
+        None, with nothing sent, when *dbapi_connection* is not a one-hop
+        connection: the caller runs the statement another way.
+
+    Raises:
+        sqlite3.Error: SQLite refused the ``BEGIN``, a write riding along, or *sql*.
+    """
+    if not isinstance(dbapi_connection, _OneHopConnection):
+        return None
+    driver = dbapi_connection._connection
+    begin, riders = _deferred.pop(driver, None), _riders.pop(driver, None)
+    try:
+        outcome: _Outcome = await driver._execute(
+            _run, driver._conn, sql, parameters, many=False, begin=begin, riders=riders
+        )
+    except BaseException as error:  # the hop is over (a cancelled one may still run on)
+        raise _after_failed_hop(driver, begin, riders, error) from None
+    return outcome[1] or []
+
+
 def _after_failed_hop(
     driver: Any, begin: str | None, riders: list[_Rider] | None, error: BaseException
 ) -> BaseException:

@@ -26,6 +26,7 @@ from seawall.db import (
     dialect_of,
     inbox,
     insert_ignoring_conflicts_for,
+    insert_new_rows,
     outbox,
 )
 from seawall.errors import DatabaseError, Unprocessable
@@ -162,10 +163,10 @@ async def record_in_inbox(session: AsyncSession, consumer: str, message_id: str)
         PostgreSQL a concurrent insert of the same row waits for the other
         transaction and then sees it.
     """
-    result = await session.execute(
-        _inbox_insert(dialect_of(session)),
-        {"consumer": consumer, "message_id": message_id, "processed_at": datetime.now(UTC)},
-    )
+    row = {"consumer": consumer, "message_id": message_id, "processed_at": datetime.now(UTC)}
+    if dialect_of(session) == "sqlite":  # one hop, without the session's statement machinery
+        return bool(await insert_new_rows(session, inbox, [row], "message_id"))
+    result = await session.execute(_inbox_insert("postgresql"), row)
     return affected_rows(result) > 0
 
 
@@ -182,9 +183,11 @@ async def record_many_in_inbox(
         {"consumer": consumer, "message_id": message_id, "processed_at": now}
         for message_id in dict.fromkeys(message_ids)
     ]
+    if dialect_of(session) == "sqlite":
+        return set(await insert_new_rows(session, inbox, rows, "message_id"))
     # An executemany with RETURNING: SQLAlchemy sends it as one multi-row statement
     # ("insertmanyvalues"), compiled once instead of once per batch.
-    result = await session.execute(_inbox_insert_returning(dialect_of(session)), rows)
+    result = await session.execute(_inbox_insert_returning("postgresql"), rows)
     return set(result.scalars())
 
 
