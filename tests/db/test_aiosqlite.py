@@ -79,6 +79,13 @@ async def test_the_deferred_begin_takes_the_write_lock_with_the_first_statement(
 async def test_a_transaction_that_runs_nothing_makes_no_hop(
     database: Database, hops: list[str]
 ) -> None:
+    # Opened beforehand: the writer that transactions take over, and a connection to read.
+    async with database.transaction() as session:
+        await session.execute(sa.select(1))
+    async with database.reading() as session:
+        await session.execute(sa.select(1))
+    hops.clear()
+
     async with database.transaction() as session:
         await session.connection()  # the transaction begins; its BEGIN waits
     async with database.reading() as session:

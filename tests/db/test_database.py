@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.db import (
     Database,
@@ -475,3 +476,124 @@ async def test_sqlite_statement_refuses_another_database() -> None:
             await sqlite_statement(database, "SELECT 1")
     finally:
         await database.dispose()
+
+
+# -- SQLite's writer connection: write transactions take it over from each other ----------
+
+
+async def _writer_db(tmp_path: Path) -> Database:
+    database = Database(f"sqlite:///{tmp_path}/writer.db", timeout=5)
+    async with database.transaction() as session:
+        await session.execute(sa.text("CREATE TABLE t (n INTEGER UNIQUE)"))
+    return database
+
+
+async def _driver_of(session: AsyncSession) -> object:
+    return (await (await session.connection()).get_raw_connection()).driver_connection
+
+
+async def _numbers(database: Database) -> list[int]:
+    async with database.reading() as session:
+        return list((await session.execute(sa.text("SELECT n FROM t ORDER BY n"))).scalars())
+
+
+def _lock_is_free(path: Path) -> bool:
+    other = sqlite3.connect(path, isolation_level=None, timeout=0)
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        other.execute("ROLLBACK")
+        return True
+    except sqlite3.OperationalError:
+        return False
+    finally:
+        other.close()
+
+
+async def test_sqlite_write_transactions_take_over_one_connection(tmp_path: Path) -> None:
+    database = await _writer_db(tmp_path)
+    drivers: list[object] = []
+    try:
+        for n in range(3):
+            async with database.transaction() as session:
+                drivers.append(await _driver_of(session))
+                await session.execute(sa.text("INSERT INTO t VALUES (:n)"), {"n": n})
+        assert database.engine.pool.checkedout() == 1  # the writer, between transactions
+    finally:
+        await database.dispose()
+
+    assert drivers[0] is drivers[1] is drivers[2]
+    assert database.engine.pool.checkedout() == 0
+
+
+async def test_a_sqlite_transaction_nested_in_another_gets_a_connection_of_its_own(
+    tmp_path: Path,
+) -> None:
+    database = await _writer_db(tmp_path)
+    try:
+        async with database.transaction() as outer:  # its BEGIN waits for its first statement
+            async with database.transaction() as inner:
+                await inner.execute(sa.text("INSERT INTO t VALUES (1)"))
+                inner_driver = await _driver_of(inner)
+            await outer.execute(sa.text("INSERT INTO t VALUES (2)"))
+            outer_driver = await _driver_of(outer)
+        assert await _numbers(database) == [1, 2]
+    finally:
+        await database.dispose()
+
+    assert inner_driver is not outer_driver
+
+
+async def test_after_a_failed_sqlite_transaction_the_next_gets_a_fresh_writer(
+    tmp_path: Path,
+) -> None:
+    database = await _writer_db(tmp_path)
+    try:
+        with pytest.raises(RuntimeError, match="the handler broke"):
+            async with database.transaction() as session:
+                await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+                raise RuntimeError("the handler broke")
+        assert _lock_is_free(tmp_path / "writer.db")
+        assert database.engine.pool.checkedout() == 0  # back in the pool, rolled back
+        async with database.transaction() as session:
+            await session.execute(sa.text("INSERT INTO t VALUES (2)"))
+        assert await _numbers(database) == [2]
+    finally:
+        await database.dispose()
+
+
+async def test_a_sqlite_transaction_cancelled_midway_leaves_nothing_open(tmp_path: Path) -> None:
+    database = await _writer_db(tmp_path)
+    inside = asyncio.Event()
+
+    async def write_then_wait() -> None:
+        async with database.transaction() as session:
+            await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+            inside.set()
+            await asyncio.sleep(60)
+
+    try:
+        task = asyncio.create_task(write_then_wait())
+        await inside.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert _lock_is_free(tmp_path / "writer.db")
+        async with database.transaction() as session:
+            await session.execute(sa.text("INSERT INTO t VALUES (2)"))
+        assert await _numbers(database) == [2]
+    finally:
+        await database.dispose()
+
+
+async def test_dispose_during_a_sqlite_transaction_lets_it_finish_then_closes_the_writer(
+    tmp_path: Path,
+) -> None:
+    database = await _writer_db(tmp_path)
+    async with database.transaction() as session:
+        await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+        await database.dispose()
+        await session.execute(sa.text("INSERT INTO t VALUES (2)"))
+
+    assert database.engine.pool.checkedout() == 0
+    assert await _numbers(database) == [1, 2]
+    await database.dispose()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import sqlite3
+import threading
 import time
 import weakref
 from collections.abc import AsyncIterator
@@ -25,6 +27,7 @@ from sqlalchemy.exc import (
     StatementError,
 )
 from sqlalchemy.ext.asyncio import (
+    AsyncConnection,
     AsyncEngine,
     AsyncSession,
     async_sessionmaker,
@@ -206,6 +209,10 @@ class Database:
             weakref.WeakKeyDictionary() if self.dialect == "sqlite" else None
         )
         self.write_turn_stats = WriteTurnStats()
+        # SQLite: the connection write transactions take over from each other (`transaction`),
+        # and who has it now (one transaction at a time, whatever its event loop).
+        self._writer: AsyncConnection | None = None
+        self._writer_taken = threading.Lock()
 
     def __repr__(self) -> str:
         return f"Database({mask_url(self.url)!r})"
@@ -219,13 +226,53 @@ class Database:
         sleep in its busy handler (1, 2, 5, 10 ... 100 ms) instead of starting as
         soon as the other one commits.
 
+        On SQLite the transaction that has the turn also takes over the writer
+        connection from the one before it, instead of checking a connection out of
+        the pool and back in: a fifth less of the event loop for a one-event
+        transaction (docs/BENCHMARKS.md, issue #5). A transaction nested in
+        another of the same task gets a connection of its own, as before. After a
+        transaction that failed, the writer goes back to the pool (which rolls
+        back whatever was left open) and the next one connects anew.
+
         Raises:
             sqlalchemy.exc.OperationalError: on SQLite, other transactions of this
                 process held the write lock for longer than the database's timeout
                 (as SQLite's own busy timeout would).
         """
-        async with self.write_turn(), self.sessions() as session, session.begin():
-            yield session
+        if self._write_locks is None:
+            async with self.sessions() as session, session.begin():
+                yield session
+            return
+        async with self.write_turn():
+            if not self._writer_taken.acquire(blocking=False):
+                # Nested in a transaction of this task (or of another event loop's).
+                async with self.sessions() as session, session.begin():
+                    yield session
+                return
+            try:
+                async with self._on_the_writer() as session:
+                    yield session
+            finally:
+                self._writer_taken.release()
+
+    @asynccontextmanager
+    async def _on_the_writer(self) -> AsyncIterator[AsyncSession]:
+        """A session in a transaction on the writer connection (held: `_writer_taken`)."""
+        writer = self._writer
+        if writer is None or writer.closed or writer.invalidated:
+            writer = self._writer = await self.engine.connect()
+        try:
+            async with self.sessions(bind=writer) as session, session.begin():
+                yield session
+        except BaseException:
+            # Back to the pool, whose reset rolls back whatever is still open.
+            self._writer = None
+            with contextlib.suppress(Exception):
+                await writer.close()
+            raise
+        if self._writer is not writer:  # disposed meanwhile: its pool is gone, so closed for good
+            await writer.invalidate()
+            await writer.close()
 
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
@@ -306,7 +353,14 @@ class Database:
             ) from exc
 
     async def dispose(self) -> None:
-        """Close every pooled connection."""
+        """Close every pooled connection, and the SQLite writer (after its transaction)."""
+        writer, self._writer = self._writer, None
+        if writer is not None and self._writer_taken.acquire(blocking=False):
+            try:  # else the transaction using it closes it when it ends
+                with contextlib.suppress(Exception):
+                    await writer.close()
+            finally:
+                self._writer_taken.release()
         await self.engine.dispose()
 
 
