@@ -228,7 +228,7 @@ class Database:
 
         On SQLite the transaction that has the turn also takes over the writer
         connection from the one before it, instead of checking a connection out of
-        the pool and back in: a fifth less of the event loop for a one-event
+        the pool and back in: 13-18 % less of the event loop for a one-event
         transaction (docs/BENCHMARKS.md, issue #5). A transaction nested in
         another of the same task gets a connection of its own, as before. After a
         transaction that failed, the writer goes back to the pool (which rolls

@@ -204,10 +204,11 @@ async def insert_new_rows(
     ``INSERT ... ON CONFLICT DO NOTHING RETURNING``, in *session*'s transaction.
     On SQLite the statement goes to the driver connection in one hop (with the
     transaction's ``BEGIN``, if unsent), and the values through the columns' own
-    bind processors, as in `insert_rows`: a consumer's inbox row, the first
-    statement of its transaction, costs a fifth less of the event loop than
-    through the session (docs/BENCHMARKS.md, issue #5). PostgreSQL runs it
-    through the session.
+    bind processors, as in `insert_rows`, without the session's statement
+    machinery around it: with the consumers' inbox rows written this way, the
+    embedded pipeline spent 5-7 % less of the event loop per event at 500
+    events/s (docs/BENCHMARKS.md, issue #5). PostgreSQL runs it through the
+    session.
 
     Args:
         session: a session inside a transaction (`Database.transaction`).
