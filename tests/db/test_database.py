@@ -597,3 +597,19 @@ async def test_dispose_during_a_sqlite_transaction_lets_it_finish_then_closes_th
     assert database.engine.pool.checkedout() == 0
     assert await _numbers(database) == [1, 2]
     await database.dispose()
+
+
+async def test_dispose_during_a_failing_sqlite_transaction_closes_the_writer(
+    tmp_path: Path,
+) -> None:
+    database = await _writer_db(tmp_path)
+    with pytest.raises(RuntimeError, match="broke after dispose"):
+        async with database.transaction() as session:
+            await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+            await database.dispose()
+            raise RuntimeError("broke after dispose")
+
+    assert database.engine.pool.checkedout() == 0
+    assert _lock_is_free(tmp_path / "writer.db")
+    assert await _numbers(database) == []
+    await database.dispose()

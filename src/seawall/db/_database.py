@@ -266,13 +266,18 @@ class Database:
                 yield session
         except BaseException:
             # Back to the pool, whose reset rolls back whatever is still open.
-            self._writer = None
+            disposed, self._writer = self._writer is not writer, None
             with contextlib.suppress(Exception):
-                await writer.close()
+                await self._let_go(writer, disposed=disposed)
             raise
-        if self._writer is not writer:  # disposed meanwhile: its pool is gone, so closed for good
+        if self._writer is not writer:
+            await self._let_go(writer, disposed=True)
+
+    @staticmethod
+    async def _let_go(writer: AsyncConnection, *, disposed: bool) -> None:
+        if disposed:  # its pool is gone (`dispose`): closed for good, not checked in to it
             await writer.invalidate()
-            await writer.close()
+        await writer.close()
 
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
