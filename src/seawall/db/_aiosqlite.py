@@ -180,15 +180,24 @@ async def fetch_in_transaction(
     """
     if not isinstance(dbapi_connection, _OneHopConnection):
         return None
-    driver = dbapi_connection._connection
+    outcome = await _statement_hop(dbapi_connection._connection, sql, parameters, many=False)
+    return outcome[1] or []
+
+
+async def _statement_hop(driver: Any, sql: str, parameters: Any, *, many: bool) -> _Outcome:
+    """One statement, after the deferred ``BEGIN`` and the writes riding along, in one hop.
+
+    Raises:
+        BaseException: what `_after_failed_hop` makes of the hop's failure.
+    """
     begin, riders = _deferred.pop(driver, None), _riders.pop(driver, None)
     try:
         outcome: _Outcome = await driver._execute(
-            _run, driver._conn, sql, parameters, many=False, begin=begin, riders=riders
+            _run, driver._conn, sql, parameters, many=many, begin=begin, riders=riders
         )
     except BaseException as error:  # the hop is over (a cancelled one may still run on)
         raise _after_failed_hop(driver, begin, riders, error) from None
-    return outcome[1] or []
+    return outcome
 
 
 def _after_failed_hop(
@@ -325,23 +334,9 @@ class OneHopCursor:
 
     def _hop(self, operation: str, parameters: Any, *, many: bool) -> None:
         driver = self._adapt_connection._connection
-        begin, riders = _deferred.pop(driver, None), _riders.pop(driver, None)
         try:
-            outcome: _Outcome = await_(
-                driver._execute(
-                    _run,
-                    driver._conn,
-                    operation,
-                    parameters,
-                    many=many,
-                    begin=begin,
-                    riders=riders,
-                )
-            )
-        except BaseException as error:  # the hop is over (a cancelled one may still run on)
-            failure = _after_failed_hop(driver, begin, riders, error)
-            if not isinstance(failure, Exception):
-                raise
+            outcome = await_(_statement_hop(driver, operation, parameters, many=many))
+        except Exception as failure:
             self._adapt_connection._handle_exception(failure)  # as SQLAlchemy's adapter does
         self._description, rows, self._rowcount, self._lastrowid = outcome
         self._rows = collections.deque(rows or ())
