@@ -14,6 +14,16 @@ of a pair is often slower):
   `Worker.apply_many`: `record_activity` (its rows ride along) against the same
   handler inserting each row through the session.
 
+Two more, each on the same file and alternated the same way:
+
+- the writer connection: `Outbox.add` in `Database.transaction` (the transaction
+  that gets the write turn takes over the connection the one before used)
+  against the same transaction on a connection checked out of the pool and back
+  in for each (`write_turn`, then a session of `Database.sessions`), as before;
+- the inbox row: `Worker.apply` with the timeline consumer (its inbox row through
+  `insert_new_rows`, one hop on the driver connection) against the same delivery
+  with the inbox row inserted through the session (``session.execute``).
+
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
 transaction holds this process's write turn), and ``ratio = seawall / baseline``
@@ -36,7 +46,14 @@ import uvloop
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from seawall.app.consumers import ACTIVITY_CONSUMER, summarize
-from seawall.db import Database, case_activity, migrate
+from seawall.db import (
+    Database,
+    affected_rows,
+    case_activity,
+    inbox,
+    insert_ignoring_conflicts_for,
+    migrate,
+)
 from seawall.messaging import Consumer, Event, InProcessBus, Outbox, Worker, registry
 from seawall.process import freeze_startup_heap
 
@@ -158,6 +175,59 @@ async def main(options: argparse.Namespace) -> None:
                     options.rounds,
                     batches,
                 )
+
+            def pooled_connection() -> Round:
+                events = [case_event(i) for i in range(count)]
+
+                async def run() -> None:
+                    for event in events:
+                        async with (
+                            database.write_turn(),
+                            database.sessions() as session,
+                            session.begin(),
+                        ):
+                            await box.add(session, event)
+
+                return run
+
+            await compare(
+                "the writer connection",
+                {"a pooled connection each": pooled_connection, "Outbox.add": outbox_add},
+                options.rounds,
+                count,
+            )
+
+            def deliveries(through_session: bool) -> Callable[[], Round]:
+                def make() -> Round:
+                    events = [case_event(i) for i in range(count)]
+
+                    async def run() -> None:
+                        for event in events:
+                            if not through_session:
+                                await worker.apply(spec, event)
+                                continue
+
+                            async def admit(session: AsyncSession, event: Event = event) -> bool:
+                                row = {
+                                    "consumer": spec.durable,
+                                    "message_id": event.id,
+                                    "processed_at": datetime.now(UTC),
+                                }
+                                return affected_rows(await session.execute(inbox_insert, row)) > 0
+
+                            await worker._run(spec, event, admit)
+
+                    return run
+
+                return make
+
+            inbox_insert = insert_ignoring_conflicts_for("sqlite", inbox)
+            await compare(
+                "one delivery, its inbox row",
+                {"session INSERT": deliveries(True), "Worker.apply": deliveries(False)},
+                options.rounds,
+                count,
+            )
         finally:
             await database.dispose()
 
