@@ -23,12 +23,15 @@ from typing import Any, Final
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Dialect
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.pool import PoolProxiedConnection
 
 from seawall.db._database import Database, sqlite_error
 
 __all__ = [
     "RawStatement",
     "UnnestInsert",
+    "pooled_connection",
     "raw_failure",
     "raw_transaction",
     "sqlite_statement",
@@ -65,6 +68,20 @@ def translate_error(exc: BaseException, statement: str | None) -> sa_exc.DBAPIEr
     return kind(statement, None, exc, hide_parameters=True)
 
 
+async def pooled_connection(connection: AsyncConnection) -> PoolProxiedConnection:
+    """`AsyncConnection.get_raw_connection`, without its bridge when *connection* is live.
+
+    A live connection holds its pooled connection, so reading it needs no I/O and
+    no hop through SQLAlchemy's greenlet bridge, which cost the event loop 15 µs
+    each time here. A closed or invalidated one goes the usual way (and fails
+    there, or connects again).
+    """
+    sync = connection.sync_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        return sync.connection
+    return await connection.get_raw_connection()
+
+
 class RawStatement:
     """Remembers the statement last sent on a raw connection, for its error (never the values)."""
 
@@ -88,7 +105,7 @@ async def raw_transaction(database: Database) -> AsyncIterator[tuple[Any, RawSta
     """
     statement = RawStatement()
     async with database.engine.connect() as connection:
-        driver: Any = (await connection.get_raw_connection()).driver_connection
+        driver: Any = (await pooled_connection(connection)).driver_connection
         try:
             async with driver.transaction():
                 yield driver, statement
@@ -129,7 +146,7 @@ async def sqlite_statement(
         raise ValueError(f"sqlite_statement needs a SQLite database, not {database.dialect}")
     turn = database.write_turn() if write else contextlib.nullcontext()
     async with turn, database.engine.connect() as connection:
-        driver: Any = (await connection.get_raw_connection()).driver_connection
+        driver: Any = (await pooled_connection(connection)).driver_connection
         try:
             return list(await driver.execute_fetchall(sql, parameters))
         except sqlite3.Error as exc:

@@ -32,7 +32,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 
 from seawall.db._aiosqlite import begin_deferred, fetch_in_transaction, ride_along
 from seawall.db._database import insert_ignoring_conflicts_for, sqlite_error
-from seawall.db._raw import UnnestInsert, translate_error
+from seawall.db._raw import UnnestInsert, pooled_connection, translate_error
 
 __all__ = ["insert_new_rows", "insert_rows"]
 
@@ -111,9 +111,26 @@ def _statement(dialect: Dialect, table: sa.Table, columns: tuple[str, ...]) -> A
     return statement
 
 
+async def _session_connection(session: AsyncSession) -> AsyncConnection:
+    """The connection of *session*'s transaction.
+
+    A session bound to a connection that is in a transaction already (a
+    `Database.transaction` on SQLite's writer connection, after its first
+    statement) writes there: no hop through SQLAlchemy's greenlet bridge, which
+    cost the event loop 15-30 µs here. Not inside a savepoint: the session
+    sends its ``SAVEPOINT`` when asked for the connection.
+    """
+    bind = session.bind
+    if isinstance(bind, AsyncConnection) and not session.in_nested_transaction():
+        sync = bind.sync_connection
+        if sync is not None and sync.in_transaction():
+            return bind
+    return await session.connection()
+
+
 async def _driver(connection: AsyncConnection) -> Any:
     """The driver connection under *connection*, inside the session's transaction."""
-    raw = await connection.get_raw_connection()
+    raw = await pooled_connection(connection)
     driver: Any = raw.driver_connection
     if connection.dialect.name == "postgresql" and not driver.is_in_transaction():
         # SQLAlchemy's asyncpg adapter begins its transaction at the first statement;
@@ -161,14 +178,14 @@ async def insert_rows(
     """
     if not rows:
         return
-    connection = await session.connection()
+    connection = await _session_connection(session)
     dialect = connection.dialect
     if dialect.name not in ("postgresql", "sqlite"):
         raise ValueError(f"insert_rows does not support {dialect.name!r}")
     statement = _statement(dialect, table, tuple(rows[0]))
     arguments = statement.arguments(rows)
     if dialect.name == "sqlite":
-        raw = await connection.get_raw_connection()
+        raw = await pooled_connection(connection)
         if ride_along(raw.dbapi_connection, statement.sql, arguments, along=along):
             if not along:
                 try:  # the transaction's BEGIN, if unsent, and these rows: one hop
@@ -224,10 +241,10 @@ async def insert_new_rows(
     """
     if not rows:
         return []
-    connection = await session.connection()
+    connection = await _session_connection(session)
     dialect = connection.dialect
     if dialect.name == "sqlite":
-        raw = await connection.get_raw_connection()
+        raw = await pooled_connection(connection)
         statement = _statement(dialect, table, tuple(rows[0]))
         quote = dialect.identifier_preparer.quote
         values = ", ".join(["(" + ", ".join("?" * len(statement.columns)) + ")"] * len(rows))
