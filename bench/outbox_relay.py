@@ -79,6 +79,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from seawall.db import Database, WriteTurnStats, inbox, migrate
 from seawall.messaging import (
     Consumer,
+    Delivery,
     Event,
     EventHandler,
     InProcessBus,
@@ -570,18 +571,9 @@ class CountingWorker(Worker):
         self.applied = 0
         self.finished = asyncio.Event()
 
-    async def apply(self, spec: Consumer, event: Event) -> bool:
-        applied = await super().apply(spec, event)
-        self._count(1)
-        return applied
-
-    async def apply_many(self, spec: Consumer, events: Sequence[Event]) -> list[bool]:
-        applied = await super().apply_many(spec, events)
-        self._count(len(events))
-        return applied
-
-    def _count(self, handled: int) -> None:
-        self.applied += handled
+    async def handle(self, spec: Consumer, delivery: Delivery) -> None:
+        await super().handle(spec, delivery)  # committed (and settled) when this returns
+        self.applied += 1
         if self.applied >= self.expected:
             self.finished.set()
 

@@ -36,6 +36,7 @@ from tests.messaging.conftest import (
     count_rows,
     eventually,
     make_event,
+    only_sqlite,
     outbox_row,
 )
 
@@ -302,6 +303,49 @@ async def test_deliveries_ready_together_share_one_transaction_and_one_inbox_ins
     for event in events:
         assert await _inbox_has(database, "tests", event.id)
         assert await _activity_count(database, event.id) == 1
+
+
+@only_sqlite
+async def test_deliveries_that_come_while_a_batch_waits_for_the_write_turn_join_it(
+    database: Database, bus: RecordingBus
+) -> None:
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    first, *later = [RecordingDelivery.of(_message(make_event(f"c{i}"))) for i in range(3)]
+
+    async with database.write_turn():  # a producer's transaction, say
+        handling = [asyncio.create_task(worker.handle(spec, first))]
+        await asyncio.sleep(0.05)  # its batch is waiting for the turn now
+        handling += [asyncio.create_task(worker.handle(spec, d)) for d in later]
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(asyncio.gather(*handling), 10)
+
+    assert [d.outcome for d in (first, *later)] == ["ack"] * 3
+    assert len(handler.calls) == 3
+    assert len({id(session) for session in handler.sessions.values()}) == 1  # one transaction
+
+
+@only_sqlite
+async def test_deliveries_whose_batch_never_got_the_write_turn_are_retried_later(
+    database_url: str, bus: RecordingBus
+) -> None:
+    database = Database(database_url, timeout=0.2)
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    deliveries = [RecordingDelivery.of(_message(make_event(f"c{i}"))) for i in range(3)]
+    try:
+        async with database.write_turn():  # held past the database's timeout
+            handling = asyncio.gather(*(worker.handle(spec, d) for d in deliveries))
+            await asyncio.wait_for(handling, 10)
+        assert [d.outcome for d in deliveries] == ["nak"] * 3
+        assert handler.calls == []
+
+        await asyncio.wait_for(asyncio.gather(*(worker.handle(spec, d) for d in deliveries)), 10)
+        assert len(handler.calls) == 3
+    finally:
+        await database.dispose()
 
 
 async def test_a_batch_is_never_larger_than_its_batch_size(

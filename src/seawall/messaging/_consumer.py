@@ -383,15 +383,28 @@ class Worker:
             For each event, whether its handler ran.
         """
         async with self._db.transaction() as session:
-            fresh = await record_many_in_inbox(session, spec.durable, [e.id for e in events])
-            applied: list[bool] = []
-            for event in events:
-                first = event.id in fresh
-                fresh.discard(event.id)  # a second copy in the batch is a duplicate
-                if first:
-                    with bind_correlation(*_context_of(event)):
-                        await spec.handler(event, session)
-                applied.append(first)
+            return await self._apply_in(spec, session, events)
+
+    async def _apply_in(
+        self, spec: Consumer, session: AsyncSession, events: Sequence[Event]
+    ) -> list[bool]:
+        """`apply_many` in *session*'s transaction (one event: `apply`'s single inbox row)."""
+        if len(events) == 1:
+            event = events[0]
+            if not await record_in_inbox(session, spec.durable, event.id):
+                return [False]
+            with bind_correlation(*_context_of(event)):
+                await spec.handler(event, session)
+            return [True]
+        fresh = await record_many_in_inbox(session, spec.durable, [e.id for e in events])
+        applied: list[bool] = []
+        for event in events:
+            first = event.id in fresh
+            fresh.discard(event.id)  # a second copy in the batch is a duplicate
+            if first:
+                with bind_correlation(*_context_of(event)):
+                    await spec.handler(event, session)
+            applied.append(first)
         return applied
 
     def _batch_of(self, spec: Consumer) -> _Batches:
@@ -610,15 +623,17 @@ def _context_of(event: Event) -> tuple[str, str | None]:
 class _Batches:
     """Group commit for one batching consumer: deliveries ready together share a transaction.
 
-    The first delivery to arrive starts a drain task; deliveries that arrive
-    while a batch runs wait for the next one, so a batch is whatever came in
-    meanwhile (up to ``batch_size``) and nothing waits for a batch to fill.
+    The first delivery to arrive starts a drain task. Each batch is formed once its
+    transaction has begun (on SQLite, once it has the write turn): whatever came
+    in meanwhile, up to ``batch_size``, and nothing waits for a batch to fill.
+    Deliveries that arrive while a batch runs wait for the next one.
     """
 
     def __init__(self, worker: Worker, spec: Consumer) -> None:
         self._worker = worker
         self._spec = spec
         self._waiting: list[tuple[Event, asyncio.Future[bool]]] = []
+        self._batch: list[tuple[Event, asyncio.Future[bool]]] = []  # the one running
         self._draining: asyncio.Task[None] | None = None
 
     async def submit(self, event: Event) -> bool:
@@ -630,49 +645,64 @@ class _Batches:
         return await future
 
     async def _drain(self) -> None:
-        batch: list[tuple[Event, asyncio.Future[bool]]] = []
         try:
             while self._waiting:
-                size = self._spec.batch_size
-                batch, self._waiting = self._waiting[:size], self._waiting[size:]
-                await self._run(batch)
-                batch = []
+                await self._run_next()
         finally:
             self._draining = None
             # Cancelled (a shutdown): nothing of these committed; as a failed attempt,
             # each delivery is handed back for a later redelivery.
-            for _event, future in [*batch, *self._waiting]:
+            for _event, future in [*self._batch, *self._waiting]:
                 if not future.done():
                     future.set_exception(RuntimeError("the consumer's batch was stopped"))
-            self._waiting = []
+            self._batch, self._waiting = [], []
 
-    async def _run(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
+    def _take(self) -> list[tuple[Event, asyncio.Future[bool]]]:
+        size = self._spec.batch_size
+        self._batch, self._waiting = self._waiting[:size], self._waiting[size:]
+        return self._batch
+
+    async def _run_next(self) -> None:
         worker, spec = self._worker, self._spec
-        if len(batch) > 1:
-            try:
-                applied = await worker.apply_many(spec, [event for event, _ in batch])
-            except Exception as exc:  # each runs again alone below
-                log.info(
-                    "consumer_batch_rolled_back",
-                    consumer=spec.durable,
-                    size=len(batch),
-                    error=type(exc).__name__,
-                )
-            else:
-                for (_event, future), ran in zip(batch, applied, strict=True):
-                    if not future.done():
-                        future.set_result(ran)
+        try:
+            async with worker._db.transaction() as session:
+                # Formed now: the deliveries that came in while the transaction waited
+                # for its turn go in it too, instead of each waiting for a turn of its own.
+                events = [event for event, _ in self._take()]
+                applied = await worker._apply_in(spec, session, events)
+        except Exception as exc:
+            batch = self._batch or self._take()
+            self._batch = []
+            if len(batch) == 1:
+                if not batch[0][1].done():
+                    batch[0][1].set_exception(exc)
                 return
-        # Alone: only the failing delivery fails; the others commit on their own.
+            log.info(
+                "consumer_batch_rolled_back",
+                consumer=spec.durable,
+                size=len(batch),
+                error=type(exc).__name__,
+            )
+            await self._alone(batch)
+            return
+        for (_event, future), ran in zip(self._batch, applied, strict=True):
+            if not future.done():
+                future.set_result(ran)
+        self._batch = []
+
+    async def _alone(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
+        """Each in a transaction of its own: only the failing delivery fails."""
+        self._batch = batch
         for event, future in batch:
             try:
-                ran = await worker.apply(spec, event)
+                ran = await self._worker.apply(self._spec, event)
             except Exception as exc:  # handed to the delivery's own handling
                 if not future.done():
                     future.set_exception(exc)
             else:
                 if not future.done():
                     future.set_result(ran)
+        self._batch = []
 
 
 # Messages whose failed attempts a worker remembers for their dead letter's history.
