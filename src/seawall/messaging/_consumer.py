@@ -671,11 +671,15 @@ class _Batches:
                 events = [event for event, _ in self._take()]
                 applied = await worker._apply_in(spec, session, events)
         except Exception as exc:
+            formed = bool(self._batch)
             batch = self._batch or self._take()
             self._batch = []
-            if len(batch) == 1:
-                if not batch[0][1].done():
-                    batch[0][1].set_exception(exc)
+            if len(batch) == 1 or not formed:
+                # Its own failure, or the transaction's before any handler ran (the write
+                # turn or the database did not come): each delivery is retried later.
+                for _event, future in batch:
+                    if not future.done():
+                        future.set_exception(exc)
                 return
             log.info(
                 "consumer_batch_rolled_back",
