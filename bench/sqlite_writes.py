@@ -22,7 +22,10 @@ Two more, each on the same file and alternated the same way:
   in for each (`write_turn`, then a session of `Database.sessions`), as before;
 - the inbox row: `Worker.apply` with the timeline consumer (its inbox row through
   `insert_new_rows`, one hop on the driver connection) against the same delivery
-  with the inbox row inserted through the session (``session.execute``).
+  with the inbox row inserted through the session (``session.execute``);
+- one raw statement, as the outbox relay's claim sends it: `sqlite_statement`
+  (on a connection kept aside between statements, `Database.statement_connection`)
+  against the same statement on a connection checked out of the pool and back in.
 
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
@@ -53,11 +56,14 @@ from seawall.db import (
     inbox,
     insert_ignoring_conflicts_for,
     migrate,
+    sqlite_statement,
 )
 from seawall.messaging import Consumer, Event, InProcessBus, Outbox, Worker, registry
 from seawall.process import freeze_startup_heap
 
 Round = Callable[[], Awaitable[None]]
+# What an idle relay's claim looks like: the oldest pending rows, none there.
+PENDING = "SELECT seq FROM outbox WHERE published_at IS NULL ORDER BY seq LIMIT ?"
 
 
 def case_event(index: int) -> Event:
@@ -111,6 +117,68 @@ async def compare(
     print(
         f"  {label:<34} {'ratio':<26} loop CPU {seawall[0] / baseline[0]:.2f}, "
         f"wall {seawall[1] / baseline[1]:.2f}"
+    )
+
+
+async def compare_inbox_rows(worker: Worker, spec: Consumer, rounds: int, count: int) -> None:
+    """`Worker.apply` (the inbox row through `insert_new_rows`) against it through the session."""
+
+    def deliveries(through_session: bool) -> Callable[[], Round]:
+        def make() -> Round:
+            events = [case_event(i) for i in range(count)]
+
+            async def run() -> None:
+                for event in events:
+                    if not through_session:
+                        await worker.apply(spec, event)
+                        continue
+
+                    async def admit(session: AsyncSession, event: Event = event) -> bool:
+                        row = {
+                            "consumer": spec.durable,
+                            "message_id": event.id,
+                            "processed_at": datetime.now(UTC),
+                        }
+                        return affected_rows(await session.execute(inbox_insert, row)) > 0
+
+                    await worker._run(spec, event, admit)
+
+            return run
+
+        return make
+
+    inbox_insert = insert_ignoring_conflicts_for("sqlite", inbox)
+    await compare(
+        "one delivery, its inbox row",
+        {"session INSERT": deliveries(True), "Worker.apply": deliveries(False)},
+        rounds,
+        count,
+    )
+
+
+async def compare_statements(database: Database, rounds: int, count: int) -> None:
+    """`sqlite_statement` (a kept connection) against a pooled connection per statement."""
+
+    def statements(kept: bool) -> Callable[[], Round]:
+        def make() -> Round:
+            async def run() -> None:
+                for _ in range(count):
+                    if kept:
+                        await sqlite_statement(database, PENDING, (10,))
+                        continue
+                    async with database.engine.connect() as connection:
+                        raw = await connection.get_raw_connection()
+                        await raw.driver_connection.execute_fetchall(PENDING, (10,))
+
+            return run
+
+        return make
+
+    await compare(
+        "one raw statement (a relay claim)",
+        {"a pooled connection each": statements(False), "sqlite_statement": statements(True)},
+        rounds,
+        count,
     )
 
 
@@ -197,37 +265,8 @@ async def main(options: argparse.Namespace) -> None:
                 count,
             )
 
-            def deliveries(through_session: bool) -> Callable[[], Round]:
-                def make() -> Round:
-                    events = [case_event(i) for i in range(count)]
-
-                    async def run() -> None:
-                        for event in events:
-                            if not through_session:
-                                await worker.apply(spec, event)
-                                continue
-
-                            async def admit(session: AsyncSession, event: Event = event) -> bool:
-                                row = {
-                                    "consumer": spec.durable,
-                                    "message_id": event.id,
-                                    "processed_at": datetime.now(UTC),
-                                }
-                                return affected_rows(await session.execute(inbox_insert, row)) > 0
-
-                            await worker._run(spec, event, admit)
-
-                    return run
-
-                return make
-
-            inbox_insert = insert_ignoring_conflicts_for("sqlite", inbox)
-            await compare(
-                "one delivery, its inbox row",
-                {"session INSERT": deliveries(True), "Worker.apply": deliveries(False)},
-                options.rounds,
-                count,
-            )
+            await compare_inbox_rows(worker, spec, options.rounds, count)
+            await compare_statements(database, options.rounds, count)
         finally:
             await database.dispose()
 

@@ -469,6 +469,71 @@ async def test_sqlite_statement_errors_are_sqlalchemy_s_without_the_parameters(
     assert "SELECT n FROM nowhere" in str(missing.value)
 
 
+async def _driver_of_statement(database: Database) -> object:
+    async with database.statement_connection() as connection:
+        return (await connection.get_raw_connection()).driver_connection
+
+
+async def test_sqlite_statements_reuse_a_connection_kept_out_of_the_pool(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db")
+    try:
+        await sqlite_statement(database, "CREATE TABLE t (n INTEGER)", write=True)
+        first = await _driver_of_statement(database)
+        await sqlite_statement(database, "INSERT INTO t VALUES (1)", write=True)
+        assert await sqlite_statement(database, "SELECT n FROM t") == [(1,)]
+
+        assert await _driver_of_statement(database) is first
+        assert database.engine.pool.checkedout() == 1  # the one kept aside
+        assert _lock_is_free(tmp_path / "raw.db")  # and nothing left open on it
+    finally:
+        await database.dispose()
+    assert database.engine.pool.checkedout() == 0
+
+
+async def test_at_most_two_sqlite_statement_connections_are_kept(tmp_path: Path) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db")
+    try:
+        statements = [sqlite_statement(database, "SELECT 1") for _ in range(5)]
+        assert await asyncio.gather(*statements) == [[(1,)]] * 5
+
+        assert database.engine.pool.checkedout() == 2
+    finally:
+        await database.dispose()
+    assert database.engine.pool.checkedout() == 0
+
+
+async def test_a_failed_sqlite_statement_s_connection_goes_back_to_the_pool(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db")
+    try:
+        await _driver_of_statement(database)  # one kept aside
+        with pytest.raises(sa.exc.OperationalError, match="no such table"):
+            await sqlite_statement(database, "SELECT n FROM nowhere")
+
+        assert database.engine.pool.checkedout() == 0  # returned, and reset by the pool
+        assert await sqlite_statement(database, "SELECT 1") == [(1,)]
+    finally:
+        await database.dispose()
+
+
+async def test_dispose_during_a_sqlite_statement_closes_its_connection_afterwards(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db")
+    try:
+        async with database.statement_connection() as connection:
+            await database.dispose()
+            driver = (await connection.get_raw_connection()).driver_connection
+            assert await driver.execute_fetchall("SELECT 1") == [(1,)]
+
+        assert database.engine.pool.checkedout() == 0
+        assert await sqlite_statement(database, "SELECT 2") == [(2,)]
+    finally:
+        await database.dispose()
+    assert database.engine.pool.checkedout() == 0
+
+
 async def test_sqlite_statement_refuses_another_database() -> None:
     database = Database("postgresql://127.0.0.1:1/none")
     try:

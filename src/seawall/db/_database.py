@@ -146,6 +146,10 @@ class _Turn:
         self.owner: asyncio.Task[Any] | None = None
 
 
+# SQLite connections `Database.statement_connection` keeps aside between statements.
+_KEPT = 2
+
+
 class Database:
     """An async engine with its session factory.
 
@@ -213,6 +217,12 @@ class Database:
         # and who has it now (one transaction at a time, whatever its event loop).
         self._writer: AsyncConnection | None = None
         self._writer_taken = threading.Lock()
+        # SQLite: connections kept out of the pool between raw statements
+        # (`statement_connection`), and a count of `dispose` calls (one taken before a
+        # dispose is closed when it comes back).
+        self._kept: list[AsyncConnection] = []
+        self._kept_lock = threading.Lock()
+        self._disposals = 0
 
     def __repr__(self) -> str:
         return f"Database({mask_url(self.url)!r})"
@@ -278,6 +288,40 @@ class Database:
         if disposed:  # its pool is gone (`dispose`): closed for good, not checked in to it
             await writer.invalidate()
         await writer.close()
+
+    @asynccontextmanager
+    async def statement_connection(self) -> AsyncIterator[AsyncConnection]:
+        """A connection for one statement on its driver (`seawall.db.sqlite_statement`).
+
+        On SQLite up to two are kept aside between statements instead of going back to
+        the pool: a checkout and a check-in cost the event loop about 60 µs, twice a
+        statement's own hop to aiosqlite's thread, and the outbox relay sends one
+        statement per round (docs/BENCHMARKS.md, issue #5). One whose statement failed
+        goes back to the pool, which resets it.
+        """
+        if self._write_locks is None:
+            async with self.engine.connect() as pooled:
+                yield pooled
+            return
+        with self._kept_lock:
+            kept = self._kept.pop() if self._kept else None
+            disposals = self._disposals
+        if kept is None or kept.closed or kept.invalidated:
+            connection = await self.engine.connect()
+        else:
+            connection = kept
+        try:
+            yield connection
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await self._let_go(connection, disposed=disposals != self._disposals)
+            raise
+        with self._kept_lock:
+            keep = disposals == self._disposals and len(self._kept) < _KEPT
+            if keep:
+                self._kept.append(connection)
+        if not keep:
+            await self._let_go(connection, disposed=disposals != self._disposals)
 
     @asynccontextmanager
     async def write_turn(self) -> AsyncIterator[None]:
@@ -358,7 +402,16 @@ class Database:
             ) from exc
 
     async def dispose(self) -> None:
-        """Close every pooled connection, and the SQLite writer (after its transaction)."""
+        """Close every pooled connection, and SQLite's writer and kept connections.
+
+        One in use closes when its transaction or statement ends.
+        """
+        with self._kept_lock:
+            kept, self._kept = self._kept, []
+            self._disposals += 1
+        for connection in kept:
+            with contextlib.suppress(Exception):
+                await connection.close()
         writer, self._writer = self._writer, None
         if writer is not None and self._writer_taken.acquire(blocking=False):
             try:  # else the transaction using it closes it when it ends

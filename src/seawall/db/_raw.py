@@ -145,7 +145,7 @@ async def sqlite_statement(
     if database.dialect != "sqlite":
         raise ValueError(f"sqlite_statement needs a SQLite database, not {database.dialect}")
     turn = database.write_turn() if write else contextlib.nullcontext()
-    async with turn, database.engine.connect() as connection:
+    async with turn, database.statement_connection() as connection:
         driver: Any = (await pooled_connection(connection)).driver_connection
         try:
             return list(await driver.execute_fetchall(sql, parameters))
