@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from seawall.db import Database, case_activity, dead_letters, inbox, outbox
+from seawall.db import Database, case_activity, dead_letters, inbox, insert_rows, outbox
 from seawall.errors import Unprocessable
 from seawall.messaging import (
     Consumer,
@@ -43,20 +43,21 @@ from tests.messaging.conftest import (
 SUBJECTS = ("seawall.cases.>",)
 
 
+def _activity_row(event: Event) -> dict[str, Any]:
+    return {
+        "case_id": event.subject or "-",
+        "event_id": event.id,
+        "event_type": event.type,
+        "summary": "handled",
+        "correlation_id": event.correlationid,
+        "occurred_at": event.time,
+        "recorded_at": datetime.now(UTC),
+    }
+
+
 async def _write_activity(event: Event, session: AsyncSession) -> None:
     """A handler's own write: one timeline row per event."""
-    now = datetime.now(UTC)
-    await session.execute(
-        case_activity.insert().values(
-            case_id=event.subject or "-",
-            event_id=event.id,
-            event_type=event.type,
-            summary="handled",
-            correlation_id=event.correlationid,
-            occurred_at=event.time,
-            recorded_at=now,
-        )
-    )
+    await session.execute(case_activity.insert().values(**_activity_row(event)))
 
 
 class Handler:
@@ -260,6 +261,70 @@ async def test_on_sqlite_a_delivery_costs_two_hops_with_its_inbox_row_in_the_fir
     assert entered == [single.id, second.id, third.id]
     for event in (single, second, third):
         assert await _inbox_has(database, "tests", event.id)
+
+
+@only_sqlite
+async def test_on_sqlite_a_live_batch_costs_one_hop_its_inbox_rows_riding_with_the_commit(
+    database: Database, bus: RecordingBus, hops: list[str]
+) -> None:
+    async def ride_along(event: Event, session: AsyncSession) -> None:
+        await insert_rows(session, case_activity, [_activity_row(event)], along=True)
+
+    spec = _spec(ride_along, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    events = [make_event(f"c{i}") for i in range(3)]
+    async with database.transaction() as session:  # the writer connection opened beforehand
+        await session.execute(sa.text("SELECT 1"))
+    hops.clear()
+
+    outcomes = await _handle_together(worker, spec, *events)
+
+    assert outcomes == ["ack"] * 3
+    assert hops == ["_commit"]  # BEGIN IMMEDIATE, the inbox rows, the activity rows, COMMIT
+    for event in events:
+        assert await _inbox_has(database, "tests", event.id)
+        assert await _activity_count(database, event.id) == 1
+
+
+@only_sqlite
+async def test_a_redelivered_event_in_a_live_batch_is_skipped_and_the_others_commit_once(
+    database: Database, bus: RecordingBus
+) -> None:
+    handled: list[str] = []
+
+    async def handler(event: Event, session: AsyncSession) -> None:
+        handled.append(event.id)
+        await _write_activity(event, session)
+
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    seen, fresh = make_event("c1"), make_event("c2")
+    assert await worker.apply(spec, seen)
+
+    outcomes = await _handle_together(worker, spec, seen, fresh, fresh)
+
+    assert outcomes == ["ack"] * 3
+    # The batch failed on its inbox rows (at the handler's first statement, which
+    # they rode with) and rolled back; then each ran alone, the inbox checked first:
+    # the redelivered one not at all.
+    assert handled == [seen.id, seen.id, fresh.id]  # first when it was applied above
+    assert await _activity_count(database, seen.id) == 1
+    assert await _activity_count(database, fresh.id) == 1
+    assert await _inbox_has(database, "tests", fresh.id)
+
+
+@only_sqlite
+async def test_two_copies_in_one_live_batch_run_once(database: Database, bus: RecordingBus) -> None:
+    handler = SessionsSeen()
+    spec = _spec(handler, batch_size=10)
+    worker = Worker(database, bus, [spec])
+    event = make_event("c1")
+
+    outcomes = await _handle_together(worker, spec, event, event)
+
+    assert outcomes == ["ack", "ack"]
+    assert handler.calls == [event.id]
+    assert await _inbox_has(database, "tests", event.id)
 
 
 # -- batching consumers: deliveries ready together share a transaction ------------------------

@@ -27,6 +27,7 @@ from seawall.db import (
     inbox,
     insert_ignoring_conflicts_for,
     insert_new_rows,
+    insert_rows,
     outbox,
 )
 from seawall.errors import DatabaseError, Unprocessable
@@ -70,7 +71,10 @@ class Consumer:
             handler fails, the batch is rolled back and each delivery runs again
             in a transaction of its own. Only for handlers whose effects are all
             in the database: an outside effect (an HTTP call) of a batch that is
-            rolled back would happen twice.
+            rolled back would happen twice. On SQLite the batch's inbox rows ride
+            along with its first statement or its ``COMMIT`` (no hop of their
+            own), so a redelivered event is found there: the batch rolls back
+            and each delivery runs alone, the inbox checked first.
     """
 
     durable: str
@@ -407,6 +411,35 @@ class Worker:
             applied.append(first)
         return applied
 
+    async def _apply_riding(
+        self, spec: Consumer, session: AsyncSession, events: Sequence[Event]
+    ) -> list[bool]:
+        """A live batch on SQLite: *events*' inbox rows ride along, then the handlers run.
+
+        No hop of its own: the rows go with the transaction's next statement, or with
+        its ``COMMIT``. A row already in the inbox (a redelivery) makes that fail,
+        and the transaction with it; `_Batches` then runs each delivery alone, with
+        the inbox checked first. So the handler of a redelivered event may run in a
+        transaction that is rolled back: batching consumers' handlers have only
+        database effects (see `Consumer`). A second copy in *events* is skipped.
+        """
+        now = datetime.now(UTC)
+        rows = [
+            {"consumer": spec.durable, "message_id": message_id, "processed_at": now}
+            for message_id in dict.fromkeys(event.id for event in events)
+        ]
+        await insert_rows(session, inbox, rows, along=True)
+        seen: set[str] = set()
+        applied: list[bool] = []
+        for event in events:
+            first = event.id not in seen
+            seen.add(event.id)
+            if first:
+                with bind_correlation(*_context_of(event)):
+                    await spec.handler(event, session)
+            applied.append(first)
+        return applied
+
     def _batch_of(self, spec: Consumer) -> _Batches:
         batches = self._batches.get(spec.durable)
         if batches is None:
@@ -664,17 +697,22 @@ class _Batches:
 
     async def _run_next(self) -> None:
         worker, spec = self._worker, self._spec
+        riding = False
         try:
             async with worker._db.transaction() as session:
                 # Formed now: the deliveries that came in while the transaction waited
                 # for its turn go in it too, instead of each waiting for a turn of its own.
                 events = [event for event, _ in self._take()]
-                applied = await worker._apply_in(spec, session, events)
+                if riding := worker._db.dialect == "sqlite":
+                    applied = await worker._apply_riding(spec, session, events)
+                else:
+                    applied = await worker._apply_in(spec, session, events)
         except Exception as exc:
             formed = bool(self._batch)
             batch = self._batch or self._take()
             self._batch = []
-            if len(batch) == 1 or not formed:
+            # Riding, a redelivered event fails the batch: each runs alone, inbox first.
+            if not formed or (len(batch) == 1 and not riding):
                 # Its own failure, or the transaction's before any handler ran (the write
                 # turn or the database did not come): each delivery is retried later.
                 for _event, future in batch:
