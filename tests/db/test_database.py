@@ -23,6 +23,7 @@ from seawall.db import (
     normalize_url,
     sqlite_statement,
 )
+from seawall.db._raw import pooled_connection
 from seawall.errors import DatabaseError
 
 
@@ -532,6 +533,22 @@ async def test_dispose_during_a_sqlite_statement_closes_its_connection_afterward
     finally:
         await database.dispose()
     assert database.engine.pool.checkedout() == 0
+
+
+async def test_pooled_connection_is_the_connection_s_own_and_fails_as_it_does_once_closed(
+    tmp_path: Path,
+) -> None:
+    database = Database(f"sqlite:///{tmp_path}/raw.db")
+    try:
+        connection = await database.engine.connect()
+        assert await pooled_connection(connection) is await connection.get_raw_connection()
+        await connection.invalidate()  # connects again, as get_raw_connection does
+        assert (await pooled_connection(connection)).driver_connection is not None
+        await connection.close()
+        with pytest.raises(sa.exc.ResourceClosedError):
+            await pooled_connection(connection)
+    finally:
+        await database.dispose()
 
 
 async def test_sqlite_statement_refuses_another_database() -> None:
