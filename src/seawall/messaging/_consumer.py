@@ -394,22 +394,12 @@ class Worker:
     ) -> list[bool]:
         """`apply_many` in *session*'s transaction (one event: `apply`'s single inbox row)."""
         if len(events) == 1:
-            event = events[0]
-            if not await record_in_inbox(session, spec.durable, event.id):
-                return [False]
-            with bind_correlation(*_context_of(event)):
-                await spec.handler(event, session)
-            return [True]
+            first = await record_in_inbox(session, spec.durable, events[0].id)
+            return await self._handle_fresh(
+                spec, session, events, {events[0].id} if first else set()
+            )
         fresh = await record_many_in_inbox(session, spec.durable, [e.id for e in events])
-        applied: list[bool] = []
-        for event in events:
-            first = event.id in fresh
-            fresh.discard(event.id)  # a second copy in the batch is a duplicate
-            if first:
-                with bind_correlation(*_context_of(event)):
-                    await spec.handler(event, session)
-            applied.append(first)
-        return applied
+        return await self._handle_fresh(spec, session, events, fresh)
 
     async def _apply_riding(
         self, spec: Consumer, session: AsyncSession, events: Sequence[Event]
@@ -423,17 +413,24 @@ class Worker:
         transaction that is rolled back: batching consumers' handlers have only
         database effects (see `Consumer`). A second copy in *events* is skipped.
         """
+        ids = dict.fromkeys(event.id for event in events)
         now = datetime.now(UTC)
         rows = [
             {"consumer": spec.durable, "message_id": message_id, "processed_at": now}
-            for message_id in dict.fromkeys(event.id for event in events)
+            for message_id in ids
         ]
         await insert_rows(session, inbox, rows, along=True)
-        seen: set[str] = set()
+        return await self._handle_fresh(spec, session, events, set(ids))
+
+    @staticmethod
+    async def _handle_fresh(
+        spec: Consumer, session: AsyncSession, events: Sequence[Event], fresh: set[str]
+    ) -> list[bool]:
+        """Run the handler for each event whose id is in *fresh*, once per id; which ran."""
         applied: list[bool] = []
         for event in events:
-            first = event.id not in seen
-            seen.add(event.id)
+            first = event.id in fresh
+            fresh.discard(event.id)  # a second copy in the batch is a duplicate
             if first:
                 with bind_correlation(*_context_of(event)):
                     await spec.handler(event, session)
