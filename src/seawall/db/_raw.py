@@ -125,7 +125,10 @@ async def sqlite_statement(
     *,
     write: bool = False,
 ) -> list[tuple[Any, ...]]:
-    """Run one SQL statement on a pooled SQLite connection's aiosqlite driver; return its rows.
+    """Run one SQL statement on a SQLite connection's aiosqlite driver; return its rows.
+
+    The connection is one of those `Database.statement_connection` keeps aside
+    between statements (or a fresh one from the pool).
 
     The statement is a transaction of its own (SQLite's autocommit), sent in one
     hop to aiosqlite's thread: a session's transaction costs four more (``BEGIN``,

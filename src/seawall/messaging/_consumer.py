@@ -706,33 +706,31 @@ class _Batches:
                     applied = await worker._apply_in(spec, session, events)
         except Exception as exc:
             formed = bool(self._batch)
-            batch = self._batch or self._take()
-            self._batch = []
+            if not formed:  # the transaction never began (the turn or the database did not come)
+                self._take()
             # Riding, a redelivered event fails the batch: each runs alone, inbox first.
-            if not formed or (len(batch) == 1 and not riding):
-                # Its own failure, or the transaction's before any handler ran (the write
-                # turn or the database did not come): each delivery is retried later.
-                for _event, future in batch:
+            if not formed or (len(self._batch) == 1 and not riding):
+                for _event, future in self._batch:  # each delivery is retried later
                     if not future.done():
                         future.set_exception(exc)
-                return
-            log.info(
-                "consumer_batch_rolled_back",
-                consumer=spec.durable,
-                size=len(batch),
-                error=type(exc).__name__,
-            )
-            await self._alone(batch)
+            else:
+                log.info(
+                    "consumer_batch_rolled_back",
+                    consumer=spec.durable,
+                    size=len(self._batch),
+                    error=type(exc).__name__,
+                )
+                await self._alone()
+            self._batch = []
             return
         for (_event, future), ran in zip(self._batch, applied, strict=True):
             if not future.done():
                 future.set_result(ran)
         self._batch = []
 
-    async def _alone(self, batch: list[tuple[Event, asyncio.Future[bool]]]) -> None:
-        """Each in a transaction of its own: only the failing delivery fails."""
-        self._batch = batch
-        for event, future in batch:
+    async def _alone(self) -> None:
+        """The batch's deliveries each in a transaction of its own: only the failing one fails."""
+        for event, future in self._batch:
             try:
                 ran = await self._worker.apply(self._spec, event)
             except Exception as exc:  # handed to the delivery's own handling
@@ -741,7 +739,6 @@ class _Batches:
             else:
                 if not future.done():
                     future.set_result(ran)
-        self._batch = []
 
 
 # Messages whose failed attempts a worker remembers for their dead letter's history.

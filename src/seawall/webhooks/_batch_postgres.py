@@ -29,7 +29,7 @@ import structlog
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from seawall.db import Database, UnnestInsert, webhook_dedup, webhook_events
-from seawall.db._raw import raw_failure, unusable
+from seawall.db._raw import pooled_connection, raw_failure, unusable
 from seawall.messaging import Event, Outbox
 
 __all__ = ["AsyncpgBackend"]
@@ -134,7 +134,7 @@ class AsyncpgBackend:
             await self.release()
             connection = await self.database.engine.connect()
             try:
-                raw = await connection.get_raw_connection()
+                raw = await pooled_connection(connection)
             except BaseException:
                 await connection.close()
                 raise
