@@ -25,7 +25,10 @@ Two more, each on the same file and alternated the same way:
   with the inbox row inserted through the session (``session.execute``);
 - one raw statement, as the outbox relay's claim sends it: `sqlite_statement`
   (on a connection kept aside between statements, `Database.statement_connection`)
-  against the same statement on a connection checked out of the pool and back in.
+  against the same statement on a connection checked out of the pool and back in;
+- a live batch of the timeline consumer (1 and 10 events), as `Worker` runs it on
+  SQLite: its inbox rows riding along with the `COMMIT` against the same batch
+  with the rows inserted first in a hop of their own (``apply_many``'s way).
 
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
@@ -156,6 +159,37 @@ async def compare_inbox_rows(worker: Worker, spec: Consumer, rounds: int, count:
     )
 
 
+async def compare_live_batches(
+    worker: Worker, spec: Consumer, database: Database, rounds: int, count: int
+) -> None:
+    """A live batch's inbox rows riding along against them inserted first, in their own hop."""
+    batches = max(1, count // 2)
+    for size in (1, 10):
+
+        def way(riding: bool, size: int = size) -> Callable[[], Round]:
+            def make() -> Round:
+                work = [[case_event(i) for i in range(size)] for _ in range(batches)]
+
+                async def run() -> None:
+                    for batch in work:
+                        async with database.transaction() as session:
+                            if riding:
+                                await worker._apply_riding(spec, session, batch)
+                            else:
+                                await worker._apply_in(spec, session, batch)
+
+                return run
+
+            return make
+
+        await compare(
+            f"live timeline batch of {size}",
+            {"inbox rows first": way(False), "inbox rows riding": way(True)},
+            rounds,
+            batches,
+        )
+
+
 async def compare_statements(database: Database, rounds: int, count: int) -> None:
     """`sqlite_statement` (a kept connection) against a pooled connection per statement."""
 
@@ -267,6 +301,7 @@ async def main(options: argparse.Namespace) -> None:
 
             await compare_inbox_rows(worker, spec, options.rounds, count)
             await compare_statements(database, options.rounds, count)
+            await compare_live_batches(worker, spec, database, options.rounds, count)
         finally:
             await database.dispose()
 
