@@ -28,7 +28,12 @@ Two more, each on the same file and alternated the same way:
   against the same statement on a connection checked out of the pool and back in;
 - a live batch of the timeline consumer (1 and 10 events), as `Worker` runs it on
   SQLite: its inbox rows riding along with the `COMMIT` against the same batch
-  with the rows inserted first in a hop of their own (``apply_many``'s way).
+  with the rows inserted first in a hop of their own (``apply_many``'s way);
+- the session's way through a transaction: `Outbox.add` in `Database.transaction`
+  (``begin`` and the connection taken directly, the commit and the close in one
+  trip through SQLAlchemy's greenlet bridge) against the same transaction on the
+  same writer connection through ``async with session, session.begin()`` (four
+  trips, each a new greenlet, and a task for the close).
 
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
@@ -216,6 +221,42 @@ async def compare_statements(database: Database, rounds: int, count: int) -> Non
     )
 
 
+async def compare_session_trips(database: Database, rounds: int, count: int) -> None:
+    """`Database.transaction` against ``async with session, session.begin()`` on its writer."""
+    box = Outbox()
+
+    def transactions(own: bool) -> Callable[[], Round]:
+        def make() -> Round:
+            events = [case_event(i) for i in range(count)]
+
+            async def run() -> None:
+                if own:
+                    for event in events:
+                        async with database.transaction() as session:
+                            await box.add(session, event)
+                    return
+                # As `Database.transaction` went before: the same turn and writer connection.
+                async with database.engine.connect() as writer:
+                    for event in events:
+                        async with (
+                            database.write_turn(),
+                            database.sessions(bind=writer) as session,
+                            session.begin(),
+                        ):
+                            await box.add(session, event)
+
+            return run
+
+        return make
+
+    await compare(
+        "a transaction's session",
+        {"session.begin()": transactions(False), "Database.transaction": transactions(True)},
+        rounds,
+        count,
+    )
+
+
 async def main(options: argparse.Namespace) -> None:
     freeze_startup_heap()
     count = options.count
@@ -302,6 +343,7 @@ async def main(options: argparse.Namespace) -> None:
             await compare_inbox_rows(worker, spec, options.rounds, count)
             await compare_statements(database, options.rounds, count)
             await compare_live_batches(worker, spec, database, options.rounds, count)
+            await compare_session_trips(database, options.rounds, count)
         finally:
             await database.dispose()
 

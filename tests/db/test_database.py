@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
+from typing import Any
 
+import greenlet
 import pytest
 import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
@@ -25,6 +29,7 @@ from seawall.db import (
 )
 from seawall.db._raw import pooled_connection
 from seawall.errors import DatabaseError
+from seawall.messaging import Event, Outbox
 
 
 @pytest.mark.parametrize(
@@ -157,6 +162,58 @@ async def test_a_failed_transaction_leaves_nothing(database: Database) -> None:
 
     async with database.sessions() as session:
         assert (await session.execute(sa.select(sa.func.count()).select_from(table))).scalar() == 0
+
+
+@contextlib.contextmanager
+def _greenlets_entered() -> Iterator[list[Any]]:
+    """The greenlets this thread switched into meanwhile: one per trip through the bridge."""
+    entered: list[Any] = []
+
+    def trace(event: str, args: Any) -> None:
+        if event in ("switch", "throw"):
+            _origin, target = args
+            if target.parent is not None and not any(target is seen for seen in entered):
+                entered.append(target)
+
+    previous = greenlet.settrace(trace)
+    try:
+        yield entered
+    finally:
+        greenlet.settrace(previous)
+
+
+async def test_a_transaction_s_begin_commit_and_close_take_one_trip_through_the_bridge(
+    database: Database,
+) -> None:
+    # `async with session, session.begin()` took four (begin, commit, and a close in a task).
+    async with database.transaction():  # on SQLite, the writer connects (a trip) once
+        pass
+    with _greenlets_entered() as entered:
+        async with database.transaction():
+            pass
+    assert len(entered) == 1
+
+
+async def test_an_outbox_event_s_sqlite_transaction_takes_one_trip_through_the_bridge(
+    tmp_path: Path,
+) -> None:
+    # The connection is taken at the begin (no I/O on the writer), so the row riding
+    # along needs no trip of its own: the commit's is the only one.
+    database = Database(f"sqlite:///{tmp_path}/outbox.db")
+    try:
+        await migrate(database)
+        event = Event.create("case.created", source="/seawall/cases", subject="c1")
+        async with database.transaction():  # the writer connects (a trip) once
+            pass
+        with _greenlets_entered() as entered:
+            async with database.transaction() as session:
+                await Outbox().add(session, event)
+        assert len(entered) == 1
+        async with database.reading() as session:
+            stored = await session.execute(sa.text("SELECT event_id FROM outbox"))
+            assert list(stored.scalars()) == [event.id]
+    finally:
+        await database.dispose()
 
 
 @pytest.mark.postgres
