@@ -26,7 +26,7 @@ from seawall.messaging import _wakeup
 from seawall.messaging._bus import Bus, Message
 from seawall.messaging._event import SUBJECT_PREFIX, context_of
 from seawall.messaging._lease import Lease
-from seawall.messaging._stopping import GRACE_SECONDS, Stopper, finish
+from seawall.messaging._stopping import GRACE_SECONDS, Signal, Stopper, finish
 from seawall.observability import (
     CORRELATION_HEADER,
     RelayMetrics,
@@ -507,8 +507,8 @@ class OutboxRelay:
         self._lease = None if self._postgres else Lease(database, "outbox-relay")
         self._marks = None if self._postgres else _Marks(self._mark_published, delay=mark_delay)
         self._next_claim: asyncio.Task[list[dict[str, Any]]] | None = None  # SQLite, `run`
-        self._wake = asyncio.Event()
-        self._backlog = asyncio.Event()  # set while rounds come back full
+        self._wake = Signal()
+        self._backlog = Signal()  # set while rounds come back full
         self._stopper = Stopper()
         self.metrics = RelayMetrics(registry)
 

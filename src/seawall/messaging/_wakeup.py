@@ -10,13 +10,21 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from typing import Protocol
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+
+class Settable(Protocol):
+    """What a waiter is: an `asyncio.Event`, or the relay's `Signal`."""
+
+    def set(self) -> None: ...
+
+
 _MARK = "seawall_outbox_written"
 _lock = threading.Lock()
-_waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+_waiters: set[tuple[asyncio.AbstractEventLoop, Settable]] = set()
 
 
 def mark(session: Session) -> None:
@@ -24,13 +32,13 @@ def mark(session: Session) -> None:
     session.info[_MARK] = True
 
 
-def register(signal: asyncio.Event) -> None:
+def register(signal: Settable) -> None:
     """Set *signal* (in the running loop) whenever an outbox write commits in this process."""
     with _lock:
         _waiters.add((asyncio.get_running_loop(), signal))
 
 
-def unregister(signal: asyncio.Event) -> None:
+def unregister(signal: Settable) -> None:
     """Stop setting *signal*."""
     with _lock:
         for entry in [entry for entry in _waiters if entry[1] is signal]:
