@@ -33,7 +33,15 @@ Two more, each on the same file and alternated the same way:
   (``begin`` and the connection taken directly, the commit and the close in one
   trip through SQLAlchemy's greenlet bridge) against the same transaction on the
   same writer connection through ``async with session, session.begin()`` (four
-  trips, each a new greenlet, and a task for the close).
+  trips, each a new greenlet, and a task for the close);
+- where the writer's commit runs: `Outbox.add` in `Database.transaction`, its
+  ``BEGIN IMMEDIATE``, row and ``COMMIT`` on the event loop's thread
+  (`commit_here`, the default) against the same sent to aiosqlite's thread, alone
+  and with a second task keeping the loop busy between them (as the relay and
+  the consumers do in the service: 300 µs of Python, then 1 ms idle). The loop
+  thread's CPU includes
+  SQLite's own work, which the baseline does on its thread: the wall time (the
+  time the write turn is held) is the figure that counts.
 
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
@@ -44,6 +52,7 @@ of the medians. No server is needed.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import statistics
 import sys
@@ -59,6 +68,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from seawall.app.consumers import ACTIVITY_CONSUMER, summarize
 from seawall.db import (
     Database,
+    _aiosqlite,
     affected_rows,
     case_activity,
     inbox,
@@ -235,8 +245,11 @@ async def compare_session_trips(database: Database, rounds: int, count: int) -> 
                         async with database.transaction() as session:
                             await box.add(session, event)
                     return
-                # As `Database.transaction` went before: the same turn and writer connection.
+                # As `Database.transaction` went before: the same turn and writer connection
+                # (its commits on the loop's thread too, as the writer's are now).
                 async with database.engine.connect() as writer:
+                    raw = await writer.get_raw_connection()
+                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000)
                     for event in events:
                         async with (
                             database.write_turn(),
@@ -244,6 +257,7 @@ async def compare_session_trips(database: Database, rounds: int, count: int) -> 
                             session.begin(),
                         ):
                             await box.add(session, event)
+                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=0, here=False)
 
             return run
 
@@ -255,6 +269,54 @@ async def compare_session_trips(database: Database, rounds: int, count: int) -> 
         rounds,
         count,
     )
+
+
+async def compare_commit_here(database: Database, rounds: int, count: int) -> None:
+    """The writer's commit on the event loop's thread against on aiosqlite's thread."""
+    box = Outbox()
+
+    def transactions(here: bool, busy: bool) -> Callable[[], Round]:
+        def make() -> Round:
+            events = [case_event(i) for i in range(count)]
+
+            async def run() -> None:
+                async with database.transaction():  # the writer, connected
+                    pass
+                writer = database._writer
+                assert writer is not None
+                raw = await writer.get_raw_connection()
+                _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000, here=here)
+                stop = asyncio.Event()
+
+                async def other_work() -> None:  # 300 µs of Python, then 1 ms idle
+                    while not stop.is_set():
+                        until = time.perf_counter() + 300e-6
+                        while time.perf_counter() < until:
+                            pass
+                        await asyncio.sleep(0.001)
+
+                busy_task = asyncio.create_task(other_work()) if busy else None
+                try:
+                    for event in events:
+                        async with database.transaction() as session:
+                            await box.add(session, event)
+                finally:
+                    stop.set()
+                    if busy_task is not None:
+                        await busy_task
+                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000)
+
+            return run
+
+        return make
+
+    for busy in (False, True):
+        await compare(
+            "the writer's commit" + (", loop busy" if busy else ""),
+            {"on aiosqlite's thread": transactions(False, busy), "here": transactions(True, busy)},
+            rounds,
+            count,
+        )
 
 
 async def main(options: argparse.Namespace) -> None:
@@ -344,6 +406,7 @@ async def main(options: argparse.Namespace) -> None:
             await compare_statements(database, options.rounds, count)
             await compare_live_batches(worker, spec, database, options.rounds, count)
             await compare_session_trips(database, options.rounds, count)
+            await compare_commit_here(database, options.rounds, count)
         finally:
             await database.dispose()
 

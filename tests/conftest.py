@@ -24,7 +24,7 @@ from redis.exceptions import RedisError
 
 from seawall.app import create_app
 from seawall.config import Settings
-from seawall.db import Database, metadata, migrate
+from seawall.db import Database, _aiosqlite, metadata, migrate
 
 # The CLI tests' fixtures (isolated environment, restored logging, a migrated file).
 pytest_plugins = ["tests.cli_fixtures"]
@@ -185,13 +185,23 @@ async def redis(redis_prefix: str) -> AsyncIterator[Redis]:
 
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """The names of the functions sent to aiosqlite's thread, one per hop."""
+    """The names of the functions sent to aiosqlite's thread, one per hop.
+
+    Those the writer runs on the event loop's own thread instead
+    (`seawall.db._aiosqlite.commit_here`) are named with `` here``.
+    """
     sent: list[str] = []
     original = aiosqlite.Connection._execute
+    original_here = _aiosqlite._on_this_thread
 
     async def counting(self: aiosqlite.Connection, fn: Any, *args: Any, **kwargs: Any) -> Any:
         sent.append(getattr(fn, "__name__", repr(fn)))
         return await original(self, fn, *args, **kwargs)
 
+    def counting_here(driver: Any, fn: Any, *args: Any) -> Any:
+        sent.append(f"{getattr(fn, '__name__', repr(fn))} here")
+        return original_here(driver, fn, *args)
+
     monkeypatch.setattr(aiosqlite.Connection, "_execute", counting)
+    monkeypatch.setattr(_aiosqlite, "_on_this_thread", counting_here)
     return sent

@@ -20,8 +20,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from seawall.db import (
     Database,
     UTCDateTime,
+    _aiosqlite,
     current_revision,
     head_revision,
+    insert_rows,
     metadata,
     migrate,
     normalize_url,
@@ -680,6 +682,81 @@ async def test_a_sqlite_transaction_nested_in_another_gets_a_connection_of_its_o
         await database.dispose()
 
     assert inner_driver is not outer_driver
+
+
+async def test_the_sqlite_writer_commits_on_the_event_loop_s_thread(
+    tmp_path: Path, hops: list[str]
+) -> None:
+    database = await _writer_db(tmp_path)
+    table = sa.table("t", sa.column("n"))
+    try:
+        hops.clear()
+        async with database.transaction() as session:  # its write rides along: no hop at all
+            await insert_rows(session, table, [{"n": 1}], along=True)
+        async with database.transaction() as session:  # a statement's hop, then COMMIT here
+            await session.execute(sa.text("INSERT INTO t VALUES (2)"))
+        assert hops == ["_commit_at_once here", "_run", "commit here"]
+        assert await _numbers(database) == [1, 2]
+    finally:
+        await database.dispose()
+
+
+async def test_a_commit_here_does_not_hold_the_loop_while_another_process_has_the_lock(
+    tmp_path: Path, hops: list[str]
+) -> None:
+    # Its BEGIN IMMEDIATE tries once; with the lock taken, the commit waits on
+    # aiosqlite's thread (SQLite's busy timeout), and the loop goes on meanwhile.
+    database = await _writer_db(tmp_path)
+    table = sa.table("t", sa.column("n"))
+    other = sqlite3.connect(tmp_path / "writer.db", isolation_level=None)
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def write() -> None:
+        async with database.transaction() as session:
+            await insert_rows(session, table, [{"n": 7}], along=True)
+
+    ticking = asyncio.create_task(tick())
+    try:
+        other.execute("BEGIN IMMEDIATE")
+        hops.clear()
+        writing = asyncio.create_task(write())
+        await asyncio.sleep(0.3)
+        assert not writing.done()
+        assert ticks >= 10  # the loop was free while the write waited
+        other.execute("ROLLBACK")
+        await asyncio.wait_for(writing, 5)
+        assert hops == ["_commit_at_once here", "_commit"]
+        assert await _numbers(database) == [7]
+        raw = await pooled_connection(database._writer)  # type: ignore[arg-type]
+        busy = await raw.driver_connection.execute_fetchall("PRAGMA busy_timeout")
+        assert list(busy) == [(5000,)]  # as the connection was opened
+    finally:
+        ticking.cancel()
+        other.close()
+        await database.dispose()
+
+
+async def test_a_writer_back_in_the_pool_commits_on_aiosqlite_s_thread_again(
+    tmp_path: Path,
+) -> None:
+    database = await _writer_db(tmp_path)
+    try:
+        assert database._writer is not None
+        driver = (await pooled_connection(database._writer)).driver_connection
+        assert driver in _aiosqlite._here
+        with pytest.raises(RuntimeError, match="broke"):
+            async with database.transaction() as session:
+                await session.execute(sa.text("INSERT INTO t VALUES (1)"))
+                raise RuntimeError("broke")
+        assert driver not in _aiosqlite._here  # the pool's: any transaction may take it
+    finally:
+        await database.dispose()
 
 
 async def test_after_a_failed_sqlite_transaction_the_next_gets_a_fresh_writer(

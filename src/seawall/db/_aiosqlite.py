@@ -38,9 +38,9 @@ import collections
 import contextlib
 import sqlite3
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy.dialects.sqlite.aiosqlite import (
     AsyncAdapt_aiosqlite_connection,
@@ -54,6 +54,7 @@ except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
 _Outcome = tuple[Any, list[Any] | None, int, int | None]
+_T = TypeVar("_T")
 
 # The ``BEGIN`` each aiosqlite connection's next statement sends first (`defer_begin`).
 _deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
@@ -61,6 +62,9 @@ _deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _riders: weakref.WeakKeyDictionary[Any, list[_Rider]] = weakref.WeakKeyDictionary()
 # Why a connection's transaction cannot commit: a write that rode along failed.
 _spoiled: weakref.WeakKeyDictionary[Any, sqlite3.Error] = weakref.WeakKeyDictionary()
+# Connections whose COMMIT runs on the event loop's thread (`commit_here`), with
+# the busy timeout (ms) their other statements wait with.
+_here: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +141,42 @@ def forget_begin(dbapi_connection: Any) -> bool:
     _riders.pop(driver, None)
     _spoiled.pop(driver, None)
     return _deferred.pop(driver, None) is not None
+
+
+def commit_here(dbapi_connection: Any, *, busy_timeout_ms: int, here: bool = True) -> bool:
+    """Run the connection's ``COMMIT`` (and what goes with it) on the calling thread.
+
+    For a connection used by one transaction at a time, each statement awaited in
+    turn: this process's SQLite writer. The commit of a transaction whose writes
+    all rode along (an event staged by `seawall.messaging.Outbox.add`, a batch of
+    inbox rows) is then its whole transaction: ``BEGIN IMMEDIATE``, the writes
+    and ``COMMIT``, run at once on the event loop's thread instead of a hop to
+    aiosqlite's thread and back. The hop cost more than the work: the wake-up of
+    the thread, its wait for the GIL, and the loop's wake-up after, each while
+    the write turn was held (docs/BENCHMARKS.md, issue #5). The loop waits
+    for the fsync instead.
+
+    A ``BEGIN IMMEDIATE`` sent here does not wait for another process's write
+    lock: it tries once, and when the lock is taken the commit goes to
+    aiosqlite's thread as before, to wait there with the busy timeout.
+
+    Args:
+        dbapi_connection: SQLAlchemy's DB-API connection.
+        busy_timeout_ms: the connection's ``busy_timeout``, restored after a
+            ``BEGIN`` tried without it.
+        here: False to send its commits to aiosqlite's thread again.
+
+    Returns:
+        False when *dbapi_connection* is not a one-hop connection (nothing changes).
+    """
+    if not isinstance(dbapi_connection, _OneHopConnection):
+        return False
+    driver = dbapi_connection._connection
+    if here:
+        _here[driver] = busy_timeout_ms
+    else:
+        _here.pop(driver, None)
+    return True
 
 
 async def begin_deferred(dbapi_connection: Any) -> None:
@@ -413,19 +453,30 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         if (spoiled := _spoiled.pop(driver, None)) is not None:
             _riders.pop(driver, None)
             raise type(spoiled)(f"cannot commit: {spoiled}")
+        busy_timeout_ms = _here.get(driver)
         if riders := _riders.pop(driver, None):
             # The writes that rode along go with the COMMIT (and the BEGIN, if unsent).
             begin = _deferred.pop(driver, None)
             try:
-                await_(driver._execute(_commit, driver._conn, begin, riders))
+                if busy_timeout_ms is None or not _commit_here(
+                    driver, begin, riders, busy_timeout_ms
+                ):
+                    await_(driver._execute(_commit, driver._conn, begin, riders))
             except BaseException as error:
                 failure = _after_failed_hop(driver, begin, riders, error)
                 if not isinstance(failure, Exception):
                     raise
                 self._handle_exception(failure)
             return
-        if not forget_begin(self):  # else it never began: nothing to commit
+        if forget_begin(self):  # it never began: nothing to commit
+            return
+        if busy_timeout_ms is None:
             super().commit()
+            return
+        try:
+            _on_this_thread(driver, driver._conn.commit)
+        except Exception as error:
+            self._handle_exception(error)
 
     def rollback(self) -> None:
         if not forget_begin(self):  # writes that never rode along: nothing to undo
@@ -436,6 +487,50 @@ def _commit(connection: sqlite3.Connection, begin: str | None, riders: list[_Rid
     """On the driver's thread: *begin*, the writes that ride along, then ``COMMIT``."""
     _send(connection, begin, riders)
     connection.commit()
+
+
+def _commit_here(
+    driver: Any, begin: str | None, riders: list[_Rider], busy_timeout_ms: int
+) -> bool:
+    """`_commit` on this thread (`commit_here`); False, with nothing sent, if the lock was taken.
+
+    Raises:
+        _RiderError: a write that rode along was refused (the transaction is open).
+        sqlite3.Error: the ``BEGIN`` or the ``COMMIT`` failed.
+    """
+    return _on_this_thread(driver, _commit_at_once, driver._conn, begin, riders, busy_timeout_ms)
+
+
+def _commit_at_once(
+    connection: sqlite3.Connection, begin: str | None, riders: list[_Rider], busy_timeout_ms: int
+) -> bool:
+    """`_commit`, its *begin* not waiting for another process's write lock: False if taken."""
+    if begin is not None and not _begin_at_once(connection, begin, busy_timeout_ms):
+        return False
+    _send(connection, None, riders)
+    connection.commit()
+    return True
+
+
+def _begin_at_once(connection: sqlite3.Connection, begin: str, busy_timeout_ms: int) -> bool:
+    """*begin* without waiting for another process's write lock; whether it began."""
+    connection.execute("PRAGMA busy_timeout = 0")
+    try:
+        connection.execute(begin)
+    except sqlite3.OperationalError as exc:
+        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+            return False
+        raise
+    finally:
+        connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+    return True
+
+
+def _on_this_thread(driver: Any, fn: Callable[..., _T], *args: Any) -> _T:
+    """*fn* on the calling thread, where aiosqlite would have sent it to its own."""
+    if not getattr(driver, "_running", True):
+        raise ValueError("Connection closed")  # what aiosqlite's own hop says
+    return fn(*args)
 
 
 class _OneHopDBAPI(AsyncAdapt_aiosqlite_dbapi):

@@ -42,7 +42,7 @@ try:
 except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
-from seawall.db._aiosqlite import defer_begin, forget_begin, one_hop_dbapi
+from seawall.db._aiosqlite import commit_here, defer_begin, forget_begin, one_hop_dbapi
 from seawall.errors import DatabaseError
 from seawall.observability import mask_url
 
@@ -185,6 +185,13 @@ async def _committed(
         raise
 
 
+def _dbapi_of(connection: AsyncConnection) -> Any:
+    """The DB-API connection under a live *connection* (no I/O)."""
+    sync = connection.sync_connection
+    assert sync is not None
+    return sync.connection.dbapi_connection
+
+
 def _commit_and_close(session: Session) -> None:
     try:
         try:
@@ -261,8 +268,9 @@ class Database:
                 connect_args={"timeout": timeout},
             )
         self.engine: AsyncEngine = create_async_engine(self.url, **options)
+        self._busy_timeout_ms = int(timeout * 1000)
         if self.dialect == "sqlite":
-            _configure_sqlite(self.engine, busy_timeout_ms=int(timeout * 1000))
+            _configure_sqlite(self.engine, busy_timeout_ms=self._busy_timeout_ms)
         else:
             _check_connections_at_checkout(self.engine)
         self.sessions: async_sessionmaker[AsyncSession] = async_sessionmaker(
@@ -331,6 +339,8 @@ class Database:
         writer = self._writer
         if writer is None or writer.closed or writer.invalidated:
             writer = self._writer = await self.engine.connect()
+            # Used by one transaction at a time, under the turn: its commits run here.
+            commit_here(_dbapi_of(writer), busy_timeout_ms=self._busy_timeout_ms)
         try:
             async with _committed(
                 self.sessions(bind=writer), connect=self._begins_lazily
@@ -347,6 +357,8 @@ class Database:
 
     @staticmethod
     async def _let_go(writer: AsyncConnection, *, disposed: bool) -> None:
+        if not writer.closed and not writer.invalidated:  # the pool's again: no longer ours alone
+            commit_here(_dbapi_of(writer), busy_timeout_ms=0, here=False)
         if disposed:  # its pool is gone (`dispose`): closed for good, not checked in to it
             await writer.invalidate()
         await writer.close()
