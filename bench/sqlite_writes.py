@@ -36,7 +36,8 @@ Two more, each on the same file and alternated the same way:
   trips, each a new greenlet, and a task for the close);
 - where the writer's commit runs: `Outbox.add` in `Database.transaction`, its
   ``BEGIN IMMEDIATE``, row and ``COMMIT`` on the event loop's thread
-  (`commit_here`, the default) against the same sent to aiosqlite's thread, alone
+  (`commit_here`, what the writer does while other transactions wait for the
+  turn) against the same sent to aiosqlite's thread, alone
   and with a second task keeping the loop busy between them (as the relay and
   the consumers do in the service: 300 µs of Python, then 1 ms idle). The loop
   thread's CPU includes
@@ -245,11 +246,8 @@ async def compare_session_trips(database: Database, rounds: int, count: int) -> 
                         async with database.transaction() as session:
                             await box.add(session, event)
                     return
-                # As `Database.transaction` went before: the same turn and writer connection
-                # (its commits on the loop's thread too, as the writer's are now).
+                # As `Database.transaction` went before: the same turn and writer connection.
                 async with database.engine.connect() as writer:
-                    raw = await writer.get_raw_connection()
-                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000)
                     for event in events:
                         async with (
                             database.write_turn(),
@@ -257,7 +255,6 @@ async def compare_session_trips(database: Database, rounds: int, count: int) -> 
                             session.begin(),
                         ):
                             await box.add(session, event)
-                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=0, here=False)
 
             return run
 
@@ -304,7 +301,9 @@ async def compare_commit_here(database: Database, rounds: int, count: int) -> No
                     stop.set()
                     if busy_task is not None:
                         await busy_task
-                    _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000)
+                    _aiosqlite.commit_here(  # as `Database` sets it
+                        raw.dbapi_connection, busy_timeout_ms=5000, when=database._turn_wanted
+                    )
 
             return run
 

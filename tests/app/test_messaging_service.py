@@ -133,11 +133,11 @@ async def test_a_broker_outage_degrades_but_still_accepts_changes(
     assert body["dependencies"]["outbox"]["details"]["pending"] == 1
 
 
-async def test_a_batch_of_case_events_is_one_transaction_of_one_hop_on_sqlite(
+async def test_a_batch_of_case_events_is_one_transaction_of_two_hops_on_sqlite(
     database: Database, hops: list[str]
 ) -> None:
     # The timeline's rows go with the batch's COMMIT (`insert_rows(along=True)`):
-    # the inbox insert (with the BEGIN), then the COMMIT on this thread, however many events.
+    # the inbox insert (with the BEGIN) and the COMMIT, however many events.
     from seawall.app.consumers import ACTIVITY_CONSUMER
     from seawall.messaging import InProcessBus, Worker, registry
     from tests.messaging.conftest import make_event
@@ -156,7 +156,7 @@ async def test_a_batch_of_case_events_is_one_transaction_of_one_hop_on_sqlite(
 
     assert applied == [True] * 5
     if database.dialect == "sqlite":
-        assert hops == ["_run", "_commit_at_once here"]
+        assert hops == ["_run", "_commit"]
     async with database.reading() as session:
         recorded = await session.execute(
             sa.select(case_activity.c.event_id, case_activity.c.summary).order_by(

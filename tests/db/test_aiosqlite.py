@@ -40,7 +40,7 @@ async def database(tmp_path: Path) -> AsyncIterator[Database]:
     await db.dispose()
 
 
-async def test_a_one_statement_write_transaction_takes_one_hop_and_commits_on_the_loop(
+async def test_a_one_statement_write_transaction_takes_two_hops(
     database: Database, hops: list[str]
 ) -> None:
     async with database.engine.connect() as conn:
@@ -52,8 +52,8 @@ async def test_a_one_statement_write_transaction_takes_one_hop_and_commits_on_th
     async with database.transaction() as session:
         await session.execute(sa.insert(_things).values(name="a", size=1))
 
-    # BEGIN IMMEDIATE with the INSERT (cursor, execute, close in one), then COMMIT here
-    assert hops == ["_run", "commit here"]
+    # BEGIN IMMEDIATE with the INSERT (cursor, execute, close in one), then COMMIT
+    assert hops == ["_run", "commit"]
 
 
 async def test_the_deferred_begin_takes_the_write_lock_with_the_first_statement(
@@ -94,7 +94,7 @@ async def test_a_transaction_that_runs_nothing_makes_no_hop(
     assert hops == []
     async with database.transaction() as session:  # and the next one begins as usual
         await session.execute(sa.insert(_things).values(name="a", size=1))
-    assert hops == ["_run", "commit here"]
+    assert hops == ["_run", "commit"]
 
 
 @pytest.fixture
@@ -265,14 +265,14 @@ async def _only_the_next_write_lands(database: Database) -> None:
     assert await _names(database) == ["b"]
 
 
-async def test_a_transaction_whose_only_write_rides_along_makes_no_hop(
+async def test_a_transaction_whose_only_write_rides_along_makes_one_hop(
     database: Database, hops: list[str]
 ) -> None:
     async with database.transaction() as session:
         await insert_rows(session, _things, [{"name": "a", "size": 1}], along=True)
         assert hops == []  # nothing sent yet
 
-    assert hops == ["_commit_at_once here"]  # BEGIN IMMEDIATE, the INSERT, COMMIT: no hop
+    assert hops == ["_commit"]  # BEGIN IMMEDIATE, the INSERT and COMMIT
     assert await _names(database) == ["a"]
 
 
@@ -427,7 +427,7 @@ async def test_new_rows_go_in_one_hop_with_the_begin_and_the_writes_riding_along
             assert hops == ["_run"]  # BEGIN IMMEDIATE, the write riding along, the INSERT
             with pytest.raises(sqlite3.OperationalError, match="locked"):
                 other.execute("INSERT INTO things (name, size) VALUES ('x', 0)")
-        assert hops == ["_run", "commit here"]
+        assert hops == ["_run", "commit"]
     finally:
         other.close()
 

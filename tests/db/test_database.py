@@ -684,19 +684,41 @@ async def test_a_sqlite_transaction_nested_in_another_gets_a_connection_of_its_o
     assert inner_driver is not outer_driver
 
 
-async def test_the_sqlite_writer_commits_on_the_event_loop_s_thread(
+async def _waiting_for_the_turn(database: Database, n: int) -> asyncio.Task[None]:
+    """A transaction that waits for the write turn (held by the caller's), then writes *n*."""
+    table = sa.table("t", sa.column("n"))
+
+    async def write() -> None:
+        async with database.transaction() as session:
+            await insert_rows(session, table, [{"n": n}], along=True)
+
+    task = asyncio.create_task(write())
+    await asyncio.sleep(0)
+    assert not task.done()
+    return task
+
+
+async def test_the_sqlite_writer_commits_on_the_loop_s_thread_while_others_wait_for_the_turn(
     tmp_path: Path, hops: list[str]
 ) -> None:
     database = await _writer_db(tmp_path)
     table = sa.table("t", sa.column("n"))
     try:
         hops.clear()
-        async with database.transaction() as session:  # its write rides along: no hop at all
+        async with database.transaction() as session:
             await insert_rows(session, table, [{"n": 1}], along=True)
-        async with database.transaction() as session:  # a statement's hop, then COMMIT here
-            await session.execute(sa.text("INSERT INTO t VALUES (2)"))
-        assert hops == ["_commit_at_once here", "_run", "commit here"]
-        assert await _numbers(database) == [1, 2]
+            waiting = await _waiting_for_the_turn(database, 2)
+        # Its whole transaction (BEGIN IMMEDIATE, the row, COMMIT) without a hop; the
+        # next, with nobody waiting behind it, in one hop, the loop free meanwhile.
+        assert hops == ["_commit_at_once here"]
+        await waiting
+        assert hops == ["_commit_at_once here", "_commit"]
+        async with database.transaction() as session:
+            await session.execute(sa.text("INSERT INTO t VALUES (3)"))
+            waiting = await _waiting_for_the_turn(database, 4)
+        await waiting
+        assert hops[2:] == ["_run", "commit here", "_commit"]
+        assert await _numbers(database) == [1, 2, 3, 4]
     finally:
         await database.dispose()
 
@@ -717,9 +739,10 @@ async def test_a_commit_here_does_not_hold_the_loop_while_another_process_has_th
             await asyncio.sleep(0.01)
             ticks += 1
 
-    async def write() -> None:
+    async def write() -> asyncio.Task[None]:
         async with database.transaction() as session:
             await insert_rows(session, table, [{"n": 7}], along=True)
+            return await _waiting_for_the_turn(database, 8)
 
     ticking = asyncio.create_task(tick())
     try:
@@ -728,11 +751,11 @@ async def test_a_commit_here_does_not_hold_the_loop_while_another_process_has_th
         writing = asyncio.create_task(write())
         await asyncio.sleep(0.3)
         assert not writing.done()
-        assert ticks >= 10  # the loop was free while the write waited
+        assert ticks >= 10  # the loop was free while the commit waited
         other.execute("ROLLBACK")
-        await asyncio.wait_for(writing, 5)
-        assert hops == ["_commit_at_once here", "_commit"]
-        assert await _numbers(database) == [7]
+        await asyncio.wait_for(await asyncio.wait_for(writing, 5), 5)
+        assert hops == ["_commit_at_once here", "_commit", "_commit"]
+        assert await _numbers(database) == [7, 8]
         raw = await pooled_connection(database._writer)  # type: ignore[arg-type]
         busy = await raw.driver_connection.execute_fetchall("PRAGMA busy_timeout")
         assert list(busy) == [(5000,)]  # as the connection was opened

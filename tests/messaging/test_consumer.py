@@ -232,7 +232,7 @@ async def test_apply_says_whether_the_handler_ran(database: Database, bus: Recor
     assert handler.calls == [event.id]
 
 
-async def test_on_sqlite_a_delivery_costs_one_hop_with_its_inbox_row_and_a_commit_here(
+async def test_on_sqlite_a_delivery_costs_two_hops_with_its_inbox_row_in_the_first(
     database: Database, bus: RecordingBus, hops: list[str]
 ) -> None:
     if database.dialect != "sqlite":
@@ -255,8 +255,8 @@ async def test_on_sqlite_a_delivery_costs_one_hop_with_its_inbox_row_and_a_commi
     ran_batched = await worker.apply_many(spec, [second, third, single])
 
     # BEGIN IMMEDIATE with the inbox insert, then COMMIT: nothing more on the raw path
-    assert single_hops == ["_run", "commit here"]
-    assert hops == ["_run", "commit here"]
+    assert single_hops == ["_run", "commit"]
+    assert hops == ["_run", "commit"]
     assert (ran, ran_batched) == (True, [True, True, False])
     assert entered == [single.id, second.id, third.id]
     for event in (single, second, third):
@@ -264,7 +264,7 @@ async def test_on_sqlite_a_delivery_costs_one_hop_with_its_inbox_row_and_a_commi
 
 
 @only_sqlite
-async def test_on_sqlite_a_live_batch_costs_no_hop_its_inbox_rows_riding_with_the_commit(
+async def test_on_sqlite_a_live_batch_costs_one_hop_its_inbox_rows_riding_with_the_commit(
     database: Database, bus: RecordingBus, hops: list[str]
 ) -> None:
     async def ride_along(event: Event, session: AsyncSession) -> None:
@@ -280,8 +280,7 @@ async def test_on_sqlite_a_live_batch_costs_no_hop_its_inbox_rows_riding_with_th
     outcomes = await _handle_together(worker, spec, *events)
 
     assert outcomes == ["ack"] * 3
-    # BEGIN IMMEDIATE, the inbox rows, the activity rows and COMMIT, on this thread: no hop
-    assert hops == ["_commit_at_once here"]
+    assert hops == ["_commit"]  # BEGIN IMMEDIATE, the inbox rows, the activity rows, COMMIT
     for event in events:
         assert await _inbox_has(database, "tests", event.id)
         assert await _activity_count(database, event.id) == 1

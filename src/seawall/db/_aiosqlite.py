@@ -62,9 +62,11 @@ _deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _riders: weakref.WeakKeyDictionary[Any, list[_Rider]] = weakref.WeakKeyDictionary()
 # Why a connection's transaction cannot commit: a write that rode along failed.
 _spoiled: weakref.WeakKeyDictionary[Any, sqlite3.Error] = weakref.WeakKeyDictionary()
-# Connections whose COMMIT runs on the event loop's thread (`commit_here`), with
-# the busy timeout (ms) their other statements wait with.
-_here: weakref.WeakKeyDictionary[Any, int] = weakref.WeakKeyDictionary()
+# Connections whose COMMIT may run on the event loop's thread (`commit_here`): the
+# busy timeout (ms) their other statements wait with, and when to (None: always).
+_here: weakref.WeakKeyDictionary[Any, tuple[int, Callable[[], bool] | None]] = (
+    weakref.WeakKeyDictionary()
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +145,13 @@ def forget_begin(dbapi_connection: Any) -> bool:
     return _deferred.pop(driver, None) is not None
 
 
-def commit_here(dbapi_connection: Any, *, busy_timeout_ms: int, here: bool = True) -> bool:
+def commit_here(
+    dbapi_connection: Any,
+    *,
+    busy_timeout_ms: int,
+    here: bool = True,
+    when: Callable[[], bool] | None = None,
+) -> bool:
     """Run the connection's ``COMMIT`` (and what goes with it) on the calling thread.
 
     For a connection used by one transaction at a time, each statement awaited in
@@ -151,10 +159,11 @@ def commit_here(dbapi_connection: Any, *, busy_timeout_ms: int, here: bool = Tru
     all rode along (an event staged by `seawall.messaging.Outbox.add`, a batch of
     inbox rows) is then its whole transaction: ``BEGIN IMMEDIATE``, the writes
     and ``COMMIT``, run at once on the event loop's thread instead of a hop to
-    aiosqlite's thread and back. The hop cost more than the work: the wake-up of
-    the thread, its wait for the GIL, and the loop's wake-up after, each while
-    the write turn was held (docs/BENCHMARKS.md, issue #5). The loop waits
-    for the fsync instead.
+    aiosqlite's thread and back. Under load the hop cost more than the work: the
+    wake-up of the thread, its wait for the GIL (held by a busy loop), and the
+    loop's wake-up after, each while the write turn was held (docs/BENCHMARKS.md,
+    issue #5). The loop waits for the fsync instead, so *when* can keep that to
+    the moments it pays.
 
     A ``BEGIN IMMEDIATE`` sent here does not wait for another process's write
     lock: it tries once, and when the lock is taken the commit goes to
@@ -165,6 +174,9 @@ def commit_here(dbapi_connection: Any, *, busy_timeout_ms: int, here: bool = Tru
         busy_timeout_ms: the connection's ``busy_timeout``, restored after a
             ``BEGIN`` tried without it.
         here: False to send its commits to aiosqlite's thread again.
+        when: asked at each commit; it runs here only when this says so (for
+            the writer: when other transactions wait for the write turn, so the
+            loop stays free during the fsync when nobody waits for it).
 
     Returns:
         False when *dbapi_connection* is not a one-hop connection (nothing changes).
@@ -173,7 +185,7 @@ def commit_here(dbapi_connection: Any, *, busy_timeout_ms: int, here: bool = Tru
         return False
     driver = dbapi_connection._connection
     if here:
-        _here[driver] = busy_timeout_ms
+        _here[driver] = (busy_timeout_ms, when)
     else:
         _here.pop(driver, None)
     return True
@@ -453,7 +465,9 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         if (spoiled := _spoiled.pop(driver, None)) is not None:
             _riders.pop(driver, None)
             raise type(spoiled)(f"cannot commit: {spoiled}")
-        busy_timeout_ms = _here.get(driver)
+        busy_timeout_ms = None
+        if (setting := _here.get(driver)) is not None and (setting[1] is None or setting[1]()):
+            busy_timeout_ms = setting[0]
         if riders := _riders.pop(driver, None):
             # The writes that rode along go with the COMMIT (and the BEGIN, if unsent).
             begin = _deferred.pop(driver, None)

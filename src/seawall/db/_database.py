@@ -141,11 +141,12 @@ class WriteTurnStats:
 class _Turn:
     """The write lock of a SQLite `Database` in one event loop, and the task holding it."""
 
-    __slots__ = ("lock", "owner")
+    __slots__ = ("lock", "owner", "waiting")
 
     def __init__(self) -> None:
         self.lock = asyncio.Lock()
         self.owner: asyncio.Task[Any] | None = None
+        self.waiting = 0  # tasks waiting for the lock now
 
 
 # SQLite connections `Database.statement_connection` keeps aside between statements.
@@ -339,8 +340,11 @@ class Database:
         writer = self._writer
         if writer is None or writer.closed or writer.invalidated:
             writer = self._writer = await self.engine.connect()
-            # Used by one transaction at a time, under the turn: its commits run here.
-            commit_here(_dbapi_of(writer), busy_timeout_ms=self._busy_timeout_ms)
+            # Used by one transaction at a time, under the turn: its commits run on the
+            # loop's thread while other transactions wait for the turn.
+            commit_here(
+                _dbapi_of(writer), busy_timeout_ms=self._busy_timeout_ms, when=self._turn_wanted
+            )
         try:
             async with _committed(
                 self.sessions(bind=writer), connect=self._begins_lazily
@@ -420,8 +424,12 @@ class Database:
         try:
             # Not `asyncio.wait_for`: on Python 3.11 it runs the acquire in a task of its
             # own, so even a free lock cost two turns of the event loop.
-            async with asyncio.timeout(self.timeout):
-                await turn.lock.acquire()
+            turn.waiting += 1
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await turn.lock.acquire()
+            finally:
+                turn.waiting -= 1
         except TimeoutError as exc:
             stats.timeouts += 1
             stats.waited_seconds += time.perf_counter() - asked
@@ -438,6 +446,12 @@ class Database:
             turn.owner = None
             turn.lock.release()
             stats.held_seconds += time.perf_counter() - taken
+
+    def _turn_wanted(self) -> bool:
+        """Whether other transactions of this event loop wait for the write turn now."""
+        assert self._write_locks is not None
+        turn = self._write_locks.get(asyncio.get_running_loop())
+        return turn is not None and turn.waiting > 0
 
     def _turn(self) -> _Turn:
         # One per event loop: an asyncio.Lock belongs to the loop it first waited in.
