@@ -341,9 +341,13 @@ class Database:
         if writer is None or writer.closed or writer.invalidated:
             writer = self._writer = await self.engine.connect()
             # Used by one transaction at a time, under the turn: its commits run on the
-            # loop's thread while other transactions wait for the turn.
+            # loop's thread while other transactions wait for the turn. (Weakly: the
+            # module's registry must not keep this Database alive.)
+            wanted = weakref.WeakMethod(self._turn_wanted)
             commit_here(
-                _dbapi_of(writer), busy_timeout_ms=self._busy_timeout_ms, when=self._turn_wanted
+                _dbapi_of(writer),
+                busy_timeout_ms=self._busy_timeout_ms,
+                when=lambda: (method := wanted()) is not None and method(),
             )
         try:
             async with _committed(
@@ -449,8 +453,11 @@ class Database:
 
     def _turn_wanted(self) -> bool:
         """Whether other transactions of this event loop wait for the write turn now."""
-        assert self._write_locks is not None
-        turn = self._write_locks.get(asyncio.get_running_loop())
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no loop here: nobody of ours waits
+            return False
+        turn = self._write_locks.get(loop) if self._write_locks is not None else None
         return turn is not None and turn.waiting > 0
 
     def _turn(self) -> _Turn:
