@@ -532,7 +532,8 @@ def _begin_at_once(connection: sqlite3.Connection, begin: str, busy_timeout_ms: 
     try:
         connection.execute(begin)
     except sqlite3.OperationalError as exc:
-        if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY:
+        # SQLITE_BUSY, or one of its extended codes (a WAL being recovered, say).
+        if getattr(exc, "sqlite_errorcode", 0) & 0xFF == sqlite3.SQLITE_BUSY:
             return False
         raise
     finally:
