@@ -282,7 +282,7 @@ async def compare_commit_here(database: Database, rounds: int, count: int) -> No
                 writer = database._writer
                 assert writer is not None
                 raw = await writer.get_raw_connection()
-                _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000, here=here)
+                _aiosqlite.commit_here(raw.dbapi_connection, busy_timeout_ms=5000 if here else None)
                 stop = asyncio.Event()
 
                 async def other_work() -> None:  # 300 µs of Python, then 1 ms idle

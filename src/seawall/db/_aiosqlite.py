@@ -148,8 +148,7 @@ def forget_begin(dbapi_connection: Any) -> bool:
 def commit_here(
     dbapi_connection: Any,
     *,
-    busy_timeout_ms: int,
-    here: bool = True,
+    busy_timeout_ms: int | None,
     when: Callable[[], bool] | None = None,
 ) -> bool:
     """Run the connection's ``COMMIT`` (and what goes with it) on the calling thread.
@@ -172,8 +171,8 @@ def commit_here(
     Args:
         dbapi_connection: SQLAlchemy's DB-API connection.
         busy_timeout_ms: the connection's ``busy_timeout``, restored after a
-            ``BEGIN`` tried without it.
-        here: False to send its commits to aiosqlite's thread again.
+            ``BEGIN`` tried without it; None to send its commits to aiosqlite's
+            thread again.
         when: asked at each commit; it runs here only when this says so (for
             the writer: when other transactions wait for the write turn, so the
             loop stays free during the fsync when nobody waits for it).
@@ -184,10 +183,10 @@ def commit_here(
     if not isinstance(dbapi_connection, _OneHopConnection):
         return False
     driver = dbapi_connection._connection
-    if here:
-        _here[driver] = (busy_timeout_ms, when)
-    else:
+    if busy_timeout_ms is None:
         _here.pop(driver, None)
+    else:
+        _here[driver] = (busy_timeout_ms, when)
     return True
 
 

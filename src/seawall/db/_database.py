@@ -34,7 +34,7 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import Session
-from sqlalchemy.pool import PoolResetState
+from sqlalchemy.pool import PoolProxiedConnection, PoolResetState
 from sqlalchemy.util import greenlet_spawn
 
 try:
@@ -186,11 +186,18 @@ async def _committed(
         raise
 
 
-def _dbapi_of(connection: AsyncConnection) -> Any:
-    """The DB-API connection under a live *connection* (no I/O)."""
+async def pooled_connection(connection: AsyncConnection) -> PoolProxiedConnection:
+    """`AsyncConnection.get_raw_connection`, without its bridge when *connection* is live.
+
+    A live connection holds its pooled connection, so reading it needs no I/O and
+    no hop through SQLAlchemy's greenlet bridge, which cost the event loop 15 µs
+    each time here. A closed or invalidated one goes the usual way (and fails
+    there, or connects again).
+    """
     sync = connection.sync_connection
-    assert sync is not None
-    return sync.connection.dbapi_connection
+    if sync is not None and not sync.closed and not sync.invalidated:
+        return sync.connection
+    return await connection.get_raw_connection()
 
 
 def _commit_and_close(session: Session) -> None:
@@ -345,7 +352,7 @@ class Database:
             # module's registry must not keep this Database alive.)
             wanted = weakref.WeakMethod(self._turn_wanted)
             commit_here(
-                _dbapi_of(writer),
+                (await pooled_connection(writer)).dbapi_connection,
                 busy_timeout_ms=self._busy_timeout_ms,
                 when=lambda: (method := wanted()) is not None and method(),
             )
@@ -366,7 +373,7 @@ class Database:
     @staticmethod
     async def _let_go(writer: AsyncConnection, *, disposed: bool) -> None:
         if not writer.closed and not writer.invalidated:  # the pool's again: no longer ours alone
-            commit_here(_dbapi_of(writer), busy_timeout_ms=0, here=False)
+            commit_here((await pooled_connection(writer)).dbapi_connection, busy_timeout_ms=None)
         if disposed:  # its pool is gone (`dispose`): closed for good, not checked in to it
             await writer.invalidate()
         await writer.close()

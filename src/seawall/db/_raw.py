@@ -23,10 +23,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 import sqlalchemy.exc as sa_exc
 from sqlalchemy.engine import Dialect
-from sqlalchemy.ext.asyncio import AsyncConnection
-from sqlalchemy.pool import PoolProxiedConnection
 
-from seawall.db._database import Database, sqlite_error
+from seawall.db._database import Database, pooled_connection, sqlite_error
 
 __all__ = [
     "RawStatement",
@@ -66,20 +64,6 @@ def translate_error(exc: BaseException, statement: str | None) -> sa_exc.DBAPIEr
     else:
         return None
     return kind(statement, None, exc, hide_parameters=True)
-
-
-async def pooled_connection(connection: AsyncConnection) -> PoolProxiedConnection:
-    """`AsyncConnection.get_raw_connection`, without its bridge when *connection* is live.
-
-    A live connection holds its pooled connection, so reading it needs no I/O and
-    no hop through SQLAlchemy's greenlet bridge, which cost the event loop 15 µs
-    each time here. A closed or invalidated one goes the usual way (and fails
-    there, or connects again).
-    """
-    sync = connection.sync_connection
-    if sync is not None and not sync.closed and not sync.invalidated:
-        return sync.connection
-    return await connection.get_raw_connection()
 
 
 class RawStatement:
