@@ -686,7 +686,8 @@ class WriteTurnUse:
         return (
             f"held {used.held_seconds / self.seconds:.0%} of the time, {used.acquired:,} turns "
             f"({used.acquired / self.seconds:,.0f}/s) held {held_each * 1e3:.2f} ms each, "
-            f"{waited_each * 1e3:.2f} ms waited per turn asked for{gave_up}"
+            f"{waited_each * 1e3:.2f} ms waited per turn asked for{gave_up}; "
+            f"{used.held_commits:,} commits held for a group commit"
         )
 
 

@@ -269,6 +269,7 @@ async def test_sqlite_s_write_turn_is_counted_and_postgresql_has_none(
         "seawall_db_write_turn_wait_seconds",
         "seawall_db_write_turn_held_seconds",
         "seawall_db_write_turn_timeouts",
+        "seawall_db_write_turn_held_commits",
     }
     if database.dialect != "sqlite":
         assert not turn & set(families)

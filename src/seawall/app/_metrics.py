@@ -234,6 +234,11 @@ def _write_turn(stats: WriteTurnStats) -> Iterator[Metric]:
             "SQLite write transactions that gave up waiting for their turn.",
             stats.timeouts,
         ),
+        (
+            "seawall_db_write_turn_held_commits",
+            "SQLite write transactions held to commit with others (a group commit).",
+            stats.held_commits,
+        ),
     ):
         family = CounterMetricFamily(name, documentation)
         family.add_metric([], value)

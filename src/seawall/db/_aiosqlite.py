@@ -34,6 +34,7 @@ it, and the engine then uses the stock adapter.
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import contextlib
 import sqlite3
@@ -62,11 +63,8 @@ _deferred: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
 _riders: weakref.WeakKeyDictionary[Any, list[_Rider]] = weakref.WeakKeyDictionary()
 # Why a connection's transaction cannot commit: a write that rode along failed.
 _spoiled: weakref.WeakKeyDictionary[Any, sqlite3.Error] = weakref.WeakKeyDictionary()
-# Connections whose COMMIT may run on the event loop's thread (`commit_here`): the
-# busy timeout (ms) their other statements wait with, and when to (None: always).
-_here: weakref.WeakKeyDictionary[Any, tuple[int, Callable[[], bool] | None]] = (
-    weakref.WeakKeyDictionary()
-)
+# Connections whose COMMIT may run on the event loop's thread (`commit_here`).
+_here: weakref.WeakKeyDictionary[Any, _Here] = weakref.WeakKeyDictionary()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +74,108 @@ class _Rider:
     sql: str
     arguments: Sequence[Sequence[Any]]
     along: bool  # False: its caller sends it now (`begin_deferred`) and sees its error
+
+
+@dataclass(frozen=True, slots=True)
+class _Here:
+    """How a connection registered with `commit_here` commits."""
+
+    busy_timeout_ms: int  # what its other statements wait with
+    when: Callable[[], bool] | None  # when its COMMIT runs here (None: always)
+    held: HeldCommits | None  # where its transactions are held for a group commit
+
+
+class HeldCommits:
+    """Transactions whose writes all rode along, held to commit with others (group commit).
+
+    While other transactions wait for the write turn, a transaction on the writer
+    connection whose writes all rode along (an event staged by
+    `seawall.messaging.Outbox.add`, a consumer's batch of inbox rows) sent nothing
+    yet: its commit would be ``BEGIN IMMEDIATE``, its writes and ``COMMIT``, with
+    an fsync, all while the others wait. `commit_here` with *held* holds it there
+    instead, its writes unsent, and its commit returns at once: the turn passes on.
+    The next such transaction that nobody waits behind (or that finds *limit*
+    held) commits them all with its own, in one transaction: one ``BEGIN``, one
+    ``COMMIT``, one fsync. Each held transaction learns its outcome from its
+    future (`take`); the owner (`seawall.db.Database`) sees that the held ones
+    commit even when no such transaction comes (`commit_held`).
+
+    A held transaction's writes are invisible to every other until they commit,
+    as any uncommitted write is. One whose write SQLite refuses fails alone (each
+    is retried in a savepoint of its own); a failed ``BEGIN`` or ``COMMIT`` fails
+    them all. Not thread-safe: used under the writer's own lock, one transaction
+    at a time.
+    """
+
+    __slots__ = ("_members", "_taken", "generation", "limit")
+
+    def __init__(self, *, limit: int = 256) -> None:
+        self.limit = limit
+        self.generation = 0  # groups taken to commit so far
+        self._members: _Members = []
+        self._taken: tuple[asyncio.Future[None], bool] | None = None
+
+    def __len__(self) -> int:
+        return len(self._members)
+
+    def __repr__(self) -> str:
+        return f"HeldCommits({len(self._members)} held, {self.generation} groups)"
+
+    def take(self) -> tuple[asyncio.Future[None], bool] | None:
+        """The future of the transaction just held, and whether it began a group; once.
+
+        None when the last commit was not held. The future's result is None once
+        the transaction committed, its exception the `sqlite3.Error` that failed it.
+        """
+        taken, self._taken = self._taken, None
+        return taken
+
+    def pending(self) -> asyncio.Future[None] | None:
+        """The future of the transaction just held (as `take`, without taking it)."""
+        return None if self._taken is None else self._taken[0]
+
+    def _hold(self, riders: list[_Rider]) -> None:
+        future = asyncio.get_running_loop().create_future()
+        future.add_done_callback(_retrieved)  # a caller cancelled meanwhile never reads it
+        self._taken = (future, not self._members)
+        self._members.append((riders, future))
+
+    def _take_all(self) -> _Members:
+        members, self._members = self._members, []
+        if members:
+            self.generation += 1
+        return members
+
+
+def _retrieved(future: asyncio.Future[None]) -> None:
+    if not future.cancelled():
+        future.exception()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    """Resolve a held transaction's *future*, from whatever thread and loop this runs in."""
+    try:
+        running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    loop = future.get_loop()
+    if loop is running:
+        _set(future, error)
+    elif not loop.is_closed():
+        loop.call_soon_threadsafe(_set, future, error)
+
+
+def _set(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # its transaction's caller was cancelled while it waited
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+# Transactions held for a group commit: the writes of each, and the future it waits on.
+_Members = list[tuple[list[_Rider], asyncio.Future[None]]]
 
 
 class _RiderError(Exception):
@@ -150,6 +250,7 @@ def commit_here(
     *,
     busy_timeout_ms: int | None,
     when: Callable[[], bool] | None = None,
+    held: HeldCommits | None = None,
 ) -> bool:
     """Run the connection's ``COMMIT`` (and what goes with it) on the calling thread.
 
@@ -176,6 +277,9 @@ def commit_here(
         when: asked at each commit; it runs here only when this says so (for
             the writer: when other transactions wait for the write turn, so the
             loop stays free during the fsync when nobody waits for it).
+        held: with *when*, a transaction whose writes all rode along is held
+            there, uncommitted, while *when* says so, and committed with the
+            next that is not (`HeldCommits`).
 
     Returns:
         False when *dbapi_connection* is not a one-hop connection (nothing changes).
@@ -186,7 +290,7 @@ def commit_here(
     if busy_timeout_ms is None:
         _here.pop(driver, None)
     else:
-        _here[driver] = (busy_timeout_ms, when)
+        _here[driver] = _Here(busy_timeout_ms, when, held)
     return True
 
 
@@ -265,7 +369,7 @@ def _after_failed_hop(
     if isinstance(error, _RiderError):
         if not error.rider.along:  # the caller's own statement: its error, as usual
             return error.error
-        failure = type(error.error)(f"{error.error} (in {error.rider.sql!r}, sent along)")
+        failure = _sent_along(error)
         _spoiled[driver] = failure
         return failure
     if not isinstance(error, Exception):  # cancelled: the writes may run on, or not
@@ -288,6 +392,11 @@ def _after_failed_hop(
         if kept := [rider for rider in riders or () if rider.along]:
             _riders[driver] = [*kept, *_riders.get(driver, ())]
     return error
+
+
+def _sent_along(error: _RiderError) -> sqlite3.Error:
+    """The error a write that rode along failed with, naming it."""
+    return type(error.error)(f"{error.error} (in {error.rider.sql!r}, sent along)")
 
 
 def _send(connection: sqlite3.Connection, begin: str | None, riders: list[_Rider] | None) -> None:
@@ -464,10 +573,23 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         if (spoiled := _spoiled.pop(driver, None)) is not None:
             _riders.pop(driver, None)
             raise type(spoiled)(f"cannot commit: {spoiled}")
-        busy_timeout_ms = None
-        if (setting := _here.get(driver)) is not None and (setting[1] is None or setting[1]()):
-            busy_timeout_ms = setting[0]
-        if riders := _riders.pop(driver, None):
+        busy_timeout_ms, held = None, None
+        if (setting := _here.get(driver)) is not None:
+            if setting.when is None or setting.when():  # others wait: commit here
+                busy_timeout_ms = setting.busy_timeout_ms
+            if setting.when is not None:
+                held = setting.held
+        riders = _riders.pop(driver, None)
+        if held is not None and driver in _deferred:  # nothing sent: the commit is all of it
+            if riders and busy_timeout_ms is not None and len(held) < held.limit:
+                del _deferred[driver]  # held, unsent: the turn passes on (`HeldCommits`)
+                held._hold(riders)
+                return
+            if len(held):  # those held commit with this one (or as this empty one)
+                _deferred.pop(driver)
+                self._commit_group(held._take_all(), riders, busy_timeout_ms)
+                return
+        if riders:
             # The writes that rode along go with the COMMIT (and the BEGIN, if unsent).
             begin = _deferred.pop(driver, None)
             try:
@@ -491,6 +613,35 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
         except Exception as error:
             self._handle_exception(error)
 
+    def _commit_group(
+        self,
+        members: _Members,
+        riders: list[_Rider] | None,
+        busy_timeout_ms: int | None,
+    ) -> None:
+        """Commit the held *members* and this transaction's *riders* (if any) together."""
+        driver = self._connection
+        batches = [batch for batch, _ in members]
+        if riders:
+            batches.append(riders)
+        try:
+            outcome = None
+            if busy_timeout_ms is not None:
+                outcome = _group_here(driver, members, batches, busy_timeout_ms)
+            if outcome is None:
+                outcome = await_(_group_hop(driver, members, batches))
+        except BaseException as error:
+            if not riders:
+                if isinstance(error, Exception):
+                    return  # an empty transaction: only the members' outcome, told to them
+                raise
+            failure = _after_failed_hop(driver, _GROUP_BEGIN, riders, error)
+            if not isinstance(failure, Exception):
+                raise
+            self._handle_exception(failure)
+        if riders and (refused := outcome[-1]) is not None:
+            self._handle_exception(_sent_along(refused))
+
     def rollback(self) -> None:
         if not forget_begin(self):  # writes that never rode along: nothing to undo
             super().rollback()
@@ -500,6 +651,132 @@ def _commit(connection: sqlite3.Connection, begin: str | None, riders: list[_Rid
     """On the driver's thread: *begin*, the writes that ride along, then ``COMMIT``."""
     _send(connection, begin, riders)
     connection.commit()
+
+
+# What a group of held transactions (`HeldCommits`) begins with: the writer's BEGIN.
+_GROUP_BEGIN = "BEGIN IMMEDIATE"
+# Each batch's refusal in a group commit (None: committed).
+_Refusals = list["_RiderError | None"]
+
+
+def _commit_batches(
+    connection: sqlite3.Connection,
+    begin: str,
+    batches: list[list[_Rider]],
+    busy_timeout_ms: int | None,
+) -> list[_RiderError | None] | None:
+    """*begin*, each batch of writes, then ``COMMIT``: several transactions' in one (one fsync).
+
+    With *busy_timeout_ms*, the ``BEGIN`` does not wait for another process's write
+    lock (`_begin_at_once`).
+
+    Returns:
+        Each batch's refusal (None: committed), or None, with nothing sent, when
+        the lock was taken. A refused batch is undone alone: on a refusal every
+        batch is sent again in a savepoint of its own.
+
+    Raises:
+        sqlite3.Error: the ``BEGIN`` or the ``COMMIT`` failed (nothing committed).
+    """
+    if busy_timeout_ms is None:
+        connection.execute(begin)
+    elif not _begin_at_once(connection, begin, busy_timeout_ms):
+        return None
+    refused: list[_RiderError | None] = [None] * len(batches)
+    cursor = connection.cursor()
+    try:
+        cursor.execute("SAVEPOINT seawall_group")
+        try:
+            for riders in batches:
+                _send_on(cursor, None, riders)
+        except _RiderError:
+            cursor.execute("ROLLBACK TO seawall_group")
+            for index, riders in enumerate(batches):
+                cursor.execute("SAVEPOINT seawall_member")
+                try:
+                    _send_on(cursor, None, riders)
+                except _RiderError as error:
+                    refused[index] = error
+                    cursor.execute("ROLLBACK TO seawall_member")
+                cursor.execute("RELEASE seawall_member")
+        cursor.execute("RELEASE seawall_group")
+        connection.commit()
+    except BaseException:
+        with contextlib.suppress(sqlite3.Error):
+            connection.rollback()
+        raise
+    finally:
+        cursor.close()
+    return refused
+
+
+async def commit_held(dbapi_connection: Any) -> None:
+    """Commit the transactions held on the connection's `HeldCommits`, if any, in one go.
+
+    For the writer's owner, under the write turn, between transactions. Each held
+    transaction learns its outcome from its future; this raises nothing of theirs.
+    """
+    driver = getattr(dbapi_connection, "_connection", None)
+    setting = _here.get(driver) if driver is not None else None
+    if setting is None or setting.held is None or not (members := setting.held._take_all()):
+        return
+    batches = [batch for batch, _ in members]
+    here = setting.when is None or setting.when()
+    with contextlib.suppress(Exception):
+        if here and _group_here(driver, members, batches, setting.busy_timeout_ms) is not None:
+            return
+        await _group_hop(driver, members, batches)
+
+
+def _group_here(
+    driver: Any, members: _Members, batches: list[list[_Rider]], busy_timeout_ms: int
+) -> _Refusals | None:
+    """`_commit_batches` on this thread, *members* told how it went; None if the lock was taken.
+
+    Raises:
+        sqlite3.Error: the ``BEGIN`` or the ``COMMIT`` failed (the members are told).
+    """
+    try:
+        outcome = _on_this_thread(
+            driver, _commit_batches, driver._conn, _GROUP_BEGIN, batches, busy_timeout_ms
+        )
+    except Exception as error:
+        _settle_members(members, error)
+        raise
+    if outcome is not None:
+        _settle_members(members, outcome)
+    return outcome
+
+
+def _group_hop(
+    driver: Any, members: _Members, batches: list[list[_Rider]]
+) -> asyncio.Future[_Refusals]:
+    """`_commit_batches` on aiosqlite's thread; *members* are told when it is done, whoever waits.
+
+    A caller cancelled meanwhile (the future returned is shielded) leaves the
+    others' outcome intact.
+    """
+    hop = asyncio.ensure_future(
+        driver._execute(_commit_batches, driver._conn, _GROUP_BEGIN, batches, None)
+    )
+    hop.add_done_callback(lambda done: _settle_members(members, _outcome_of(done)))
+    return asyncio.shield(hop)
+
+
+def _outcome_of(hop: asyncio.Future[Any]) -> _Refusals | BaseException:
+    if hop.cancelled():
+        return sqlite3.OperationalError("the group's commit was interrupted")
+    return hop.exception() or hop.result()
+
+
+def _settle_members(members: _Members, outcome: _Refusals | BaseException) -> None:
+    """Tell each held transaction of *members* how its commit went (*outcome*: each's, or all's)."""
+    for index, (_, future) in enumerate(members):
+        if isinstance(outcome, BaseException):
+            _settle(future, outcome)
+        else:
+            refused = outcome[index]
+            _settle(future, None if refused is None else _sent_along(refused))
 
 
 def _commit_here(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import sqlite3
@@ -42,7 +43,14 @@ try:
 except ImportError:  # SQLAlchemy 2.0 names it await_only
     from sqlalchemy.util import await_only as await_
 
-from seawall.db._aiosqlite import commit_here, defer_begin, forget_begin, one_hop_dbapi
+from seawall.db._aiosqlite import (
+    HeldCommits,
+    commit_held,
+    commit_here,
+    defer_begin,
+    forget_begin,
+    one_hop_dbapi,
+)
 from seawall.errors import DatabaseError
 from seawall.observability import mask_url
 
@@ -117,12 +125,15 @@ class WriteTurnStats:
         waited_seconds: time spent waiting for them, in all.
         held_seconds: time they were held, in all.
         timeouts: waits that gave up after the database's timeout.
+        held_commits: transactions whose commit was held to go with others'
+            (a group commit: `Database.transaction`).
     """
 
     acquired: int = 0
     waited_seconds: float = 0.0
     held_seconds: float = 0.0
     timeouts: int = 0
+    held_commits: int = 0
 
     def snapshot(self) -> WriteTurnStats:
         """A copy of the figures now, to compare with later (`since`)."""
@@ -135,18 +146,73 @@ class WriteTurnStats:
             self.waited_seconds - earlier.waited_seconds,
             self.held_seconds - earlier.held_seconds,
             self.timeouts - earlier.timeouts,
+            self.held_commits - earlier.held_commits,
         )
 
 
 class _Turn:
-    """The write lock of a SQLite `Database` in one event loop, and the task holding it."""
+    """The write lock of a SQLite `Database` in one event loop, and the task holding it.
 
-    __slots__ = ("lock", "owner", "waiting")
+    First come, first served: a release hands the turn to the first in line still
+    waiting. A place in line may also be a held group's (`Database._see_committed`),
+    given up once the group committed without it.
+    """
+
+    __slots__ = ("held", "line", "owner", "waiting")
 
     def __init__(self) -> None:
-        self.lock = asyncio.Lock()
+        self.held = False
+        self.line: collections.deque[asyncio.Future[bool]] = collections.deque()
         self.owner: asyncio.Task[Any] | None = None
-        self.waiting = 0  # tasks waiting for the lock now
+        self.waiting = 0  # transactions waiting for the turn now (not held groups)
+
+    async def acquire(self) -> None:
+        if not self.held:
+            self.held = True
+            return
+        place = asyncio.get_running_loop().create_future()
+        self.line.append(place)
+        try:
+            await place
+        except BaseException:
+            if place.done() and not place.cancelled():  # it came as the wait was cancelled
+                self.release()
+            raise
+
+    def place(self) -> asyncio.Future[bool]:
+        """A place in line: its result is True once the turn is the caller's (to `release`)."""
+        place = asyncio.get_running_loop().create_future()
+        if self.held:
+            self.line.append(place)
+        else:
+            self.held = True
+            place.set_result(True)
+        return place
+
+    def release(self) -> None:
+        line = self.line
+        while line:
+            place = line.popleft()
+            if not place.done():  # else cancelled, or given up
+                place.set_result(True)
+                return
+        self.held = False
+
+
+# `Session.info` key of a session on SQLite's writer: the writer's `HeldCommits`.
+_HELD = "seawall_held_commits"
+
+
+def held_commit(session: Session) -> asyncio.Future[None] | None:
+    """The future of *session*'s commit, if it was just held to go with others'.
+
+    For ``after_commit`` listeners: SQLAlchemy runs them as soon as the session's
+    commit returns, and on SQLite a commit held for a group commit
+    (`Database.transaction`) returns before it is done. The future's result is
+    None once it committed. None for every other commit: it is done already.
+    """
+    held: HeldCommits | None = session.info.get(_HELD)
+    return None if held is None else held.pending()
 
 
 # SQLite connections `Database.statement_connection` keeps aside between statements.
@@ -198,6 +264,12 @@ async def pooled_connection(connection: AsyncConnection) -> PoolProxiedConnectio
     if sync is not None and not sync.closed and not sync.invalidated:
         return sync.connection
     return await connection.get_raw_connection()
+
+
+def _give_up(place: asyncio.Future[bool]) -> None:
+    """Give up a held group's place in line for the turn: the group committed without it."""
+    if not place.done():
+        place.set_result(False)
 
 
 def _commit_and_close(session: Session) -> None:
@@ -299,6 +371,10 @@ class Database:
         self._kept: list[AsyncConnection] = []
         self._kept_lock = threading.Lock()
         self._disposals = 0
+        # SQLite: the writer's transactions held for a group commit, and the tasks that
+        # see a group committed when its first member's caller no longer can (`_commit_held`).
+        self._held = HeldCommits() if self.dialect == "sqlite" else None
+        self._flushes: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         return f"Database({mask_url(self.url)!r})"
@@ -320,6 +396,17 @@ class Database:
         transaction that failed, the writer goes back to the pool (which rolls
         back whatever was left open) and the next one connects anew.
 
+        Group commit, on SQLite: a transaction whose writes all rode along with its
+        commit (`seawall.messaging.Outbox.add`, a consumer's inbox rows), ending
+        while other transactions wait for the turn, is held: its writes stay unsent
+        and the turn passes on at once. The next such transaction with nobody
+        waiting behind it commits those held with its own, in one ``BEGIN
+        IMMEDIATE ... COMMIT`` and one fsync; if none comes first, the first one
+        held does when its place in line for the turn comes. Either way this
+        returns once its writes are committed (and raises if they are not), as
+        any transaction does; meanwhile nobody sees them. One whose write SQLite
+        refuses fails alone. While nobody waits for the turn, nothing is held.
+
         Raises:
             sqlalchemy.exc.OperationalError: on SQLite, other transactions of this
                 process held the write lock for longer than the database's timeout
@@ -329,6 +416,7 @@ class Database:
             async with _committed(self.sessions()) as session:
                 yield session
             return
+        held: tuple[asyncio.Future[None], bool] | None = None
         async with self.write_turn():
             if not self._writer_taken.acquire(blocking=False):
                 # Nested in a transaction of this task (or of another event loop's).
@@ -339,26 +427,91 @@ class Database:
                 async with self._on_the_writer() as session:
                     yield session
             finally:
+                assert self._held is not None
+                if (held := self._held.take()) is not None:
+                    self.write_turn_stats.held_commits += 1
                 self._writer_taken.release()
+        if held is not None:  # its commit goes with others', after the turn
+            future, first = held
+            if first:
+                assert self._held is not None
+                await self._see_committed(future, self._held.generation)
+            try:
+                await future
+            except sqlite3.Error as exc:
+                raise sqlite_error("COMMIT", exc, self.engine.dialect) from exc
+
+    async def _see_committed(self, future: asyncio.Future[None], generation: int) -> None:
+        """See a group of held transactions committed: the first of them does (`HeldCommits`).
+
+        The next transaction on the writer that nobody waits behind commits the
+        group with its own. If none comes before, the first member's place in line
+        for the turn does (without counting as a waiter, so it makes nobody hold),
+        which bounds a group by the line there was when it began. A place given
+        up (the group committed meanwhile) costs no turn.
+        """
+        turn = self._turn()
+        place = turn.place()
+        future.add_done_callback(lambda _: _give_up(place))
+        try:
+            mine = await place
+        except BaseException:
+            if place.done() and not place.cancelled() and place.result():
+                turn.release()
+            self._commit_held_later(generation)  # cancelled: a task of its own sees to it
+            raise
+        if mine and not await self._commit_held_in_turn(turn, generation):
+            self._commit_held_later(generation)
+
+    async def _commit_held_in_turn(self, turn: _Turn, generation: int) -> bool:
+        """Under the turn just taken: commit the held group *generation*, release the turn.
+
+        Returns:
+            False when it could not (the writer was in use from another event loop).
+        """
+        stats, taken = self.write_turn_stats, time.perf_counter()
+        stats.acquired += 1
+        turn.owner = asyncio.current_task()
+        try:
+            assert self._held is not None
+            if self._held.generation != generation:
+                return True  # committed meanwhile
+            if not self._writer_taken.acquire(blocking=False):
+                return False
+            try:
+                await commit_held(
+                    (await pooled_connection(await self._the_writer())).dbapi_connection
+                )
+            finally:
+                self._writer_taken.release()
+            return True
+        finally:
+            turn.owner = None
+            turn.release()
+            stats.held_seconds += time.perf_counter() - taken
+
+    def _commit_held_later(self, generation: int) -> None:
+        flush = asyncio.create_task(self._commit_held(generation))
+        self._flushes.add(flush)
+        flush.add_done_callback(self._flushes.discard)
+
+    async def _commit_held(self, generation: int) -> None:
+        """`_see_committed` in a task of its own, when its transaction's caller was cancelled."""
+        held = self._held
+        assert held is not None
+        while held.generation == generation:
+            turn = self._turn()
+            await turn.acquire()
+            if not await self._commit_held_in_turn(turn, generation):
+                await asyncio.sleep(0.001)
 
     @asynccontextmanager
     async def _on_the_writer(self) -> AsyncIterator[AsyncSession]:
         """A session in a transaction on the writer connection (held: `_writer_taken`)."""
-        writer = self._writer
-        if writer is None or writer.closed or writer.invalidated:
-            writer = self._writer = await self.engine.connect()
-            # Used by one transaction at a time, under the turn: its commits run on the
-            # loop's thread while other transactions wait for the turn. (Weakly: the
-            # module's registry must not keep this Database alive.)
-            wanted = weakref.WeakMethod(self._turn_wanted)
-            commit_here(
-                (await pooled_connection(writer)).dbapi_connection,
-                busy_timeout_ms=self._busy_timeout_ms,
-                when=lambda: (method := wanted()) is not None and method(),
-            )
+        writer = await self._the_writer()
         try:
             async with _committed(
-                self.sessions(bind=writer), connect=self._begins_lazily
+                self.sessions(bind=writer, info={_HELD: self._held}), connect=self._begins_lazily
             ) as session:
                 yield session
         except BaseException:
@@ -369,6 +522,24 @@ class Database:
             raise
         if self._writer is not writer:
             await self._let_go(writer, disposed=True)
+
+    async def _the_writer(self) -> AsyncConnection:
+        """The writer connection, connected if it is not (held: `_writer_taken`)."""
+        writer = self._writer
+        if writer is None or writer.closed or writer.invalidated:
+            writer = self._writer = await self.engine.connect()
+            # Used by one transaction at a time, under the turn: its commits run on the
+            # loop's thread while other transactions wait for the turn, and some are held
+            # to commit together. (Weakly: the module's registry must not keep this
+            # Database alive.)
+            wanted = weakref.WeakMethod(self._turn_wanted)
+            commit_here(
+                (await pooled_connection(writer)).dbapi_connection,
+                busy_timeout_ms=self._busy_timeout_ms,
+                when=lambda: (method := wanted()) is not None and method(),
+                held=self._held,
+            )
+        return writer
 
     @staticmethod
     async def _let_go(writer: AsyncConnection, *, disposed: bool) -> None:
@@ -438,7 +609,7 @@ class Database:
             turn.waiting += 1
             try:
                 async with asyncio.timeout(self.timeout):
-                    await turn.lock.acquire()
+                    await turn.acquire()
             finally:
                 turn.waiting -= 1
         except TimeoutError as exc:
@@ -455,7 +626,7 @@ class Database:
             yield
         finally:
             turn.owner = None
-            turn.lock.release()
+            turn.release()
             stats.held_seconds += time.perf_counter() - taken
 
     def _turn_wanted(self) -> bool:
@@ -506,8 +677,18 @@ class Database:
     async def dispose(self) -> None:
         """Close every pooled connection, and SQLite's writer and kept connections.
 
-        One in use closes when its transaction or statement ends.
+        One in use closes when its transaction or statement ends. Transactions held
+        for a group commit (`HeldCommits`) are committed first.
         """
+        running = asyncio.get_running_loop()
+        if flushes := [flush for flush in self._flushes if flush.get_loop() is running]:
+            await asyncio.wait(flushes, timeout=self.timeout)
+        if self._held is not None and len(self._held):
+            turn = self._turn()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.timeout):
+                    await turn.acquire()
+                await self._commit_held_in_turn(turn, self._held.generation)
         with self._kept_lock:
             kept, self._kept = self._kept, []
             self._disposals += 1

@@ -15,6 +15,8 @@ from typing import Protocol
 from sqlalchemy import event
 from sqlalchemy.orm import Session
 
+from seawall.db import held_commit
+
 
 class Settable(Protocol):
     """What a waiter is: an `asyncio.Event`, or the relay's `Signal`."""
@@ -63,7 +65,14 @@ def notify() -> None:
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
     if session.info.pop(_MARK, False):
-        notify()
+        if (held := held_commit(session)) is None:
+            notify()
+        else:  # held for a group commit on SQLite: not written yet
+            held.add_done_callback(_notify_when_committed)
+
+
+def _notify_when_committed(_held: asyncio.Future[None]) -> None:
+    notify()  # even if its caller stopped waiting: the group commits all the same
 
 
 @event.listens_for(Session, "after_rollback")
