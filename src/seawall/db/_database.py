@@ -361,6 +361,7 @@ class Database:
             weakref.WeakKeyDictionary() if self.dialect == "sqlite" else None
         )
         self.write_turn_stats = WriteTurnStats()
+        self._last_turn: tuple[weakref.ref[asyncio.AbstractEventLoop], _Turn] | None = None
         # SQLite: the connection write transactions take over from each other (`transaction`),
         # and who has it now (one transaction at a time, whatever its event loop).
         self._writer: AsyncConnection | None = None
@@ -635,16 +636,25 @@ class Database:
             loop = asyncio.get_running_loop()
         except RuntimeError:  # no loop here: nobody of ours waits
             return False
+        last = self._last_turn
+        if last is not None and last[0]() is loop:
+            return last[1].waiting > 0
         turn = self._write_locks.get(loop) if self._write_locks is not None else None
         return turn is not None and turn.waiting > 0
 
     def _turn(self) -> _Turn:
-        # One per event loop: an asyncio.Lock belongs to the loop it first waited in.
-        assert self._write_locks is not None
+        # One per event loop: its futures belong to the loop they wait in. The last one
+        # is kept at hand: a weak dictionary's lookup makes a weak reference each time
+        # (570 ns a lookup, 260 with the last one at hand), twice a transaction.
         loop = asyncio.get_running_loop()
+        last = self._last_turn
+        if last is not None and last[0]() is loop:
+            return last[1]
+        assert self._write_locks is not None
         turn = self._write_locks.get(loop)
         if turn is None:
             turn = self._write_locks[loop] = _Turn()
+        self._last_turn = (weakref.ref(loop), turn)
         return turn
 
     @asynccontextmanager
