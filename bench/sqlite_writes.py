@@ -43,6 +43,11 @@ Two more, each on the same file and alternated the same way:
   thread's CPU includes
   SQLite's own work, which the baseline does on its thread: the wall time (the
   time the write turn is held) is the figure that counts.
+- group commit: eight producer tasks at once, each committing `Outbox.add`
+  transactions one after another, their commits held while the others wait for
+  the turn and committed together (`Database.transaction`), against the same
+  with nothing held (each commits alone, on the loop while others wait). The
+  wall time per transaction is the inverse of the rate they reach together.
 
 Prints, per way, the median and range over the rounds of the event loop thread's
 CPU and the wall time per transaction (the wall time is about how long the
@@ -302,7 +307,10 @@ async def compare_commit_here(database: Database, rounds: int, count: int) -> No
                     if busy_task is not None:
                         await busy_task
                     _aiosqlite.commit_here(  # as `Database` sets it
-                        raw.dbapi_connection, busy_timeout_ms=5000, when=database._turn_wanted
+                        raw.dbapi_connection,
+                        busy_timeout_ms=5000,
+                        when=database._turn_wanted,
+                        held=database._held,
                     )
 
             return run
@@ -316,6 +324,41 @@ async def compare_commit_here(database: Database, rounds: int, count: int) -> No
             rounds,
             count,
         )
+
+
+async def compare_group_commit(database: Database, rounds: int, count: int) -> None:
+    """Eight producers at once: their commits held and shared, against each committing alone."""
+    box = Outbox()
+    held = database._held
+    assert held is not None
+    limit = held.limit
+
+    def producers(grouped: bool) -> Callable[[], Round]:
+        def make() -> Round:
+            events = [case_event(i) for i in range(count)]
+
+            async def produce(share: list[Event]) -> None:
+                for event in share:
+                    async with database.transaction() as session:
+                        await box.add(session, event)
+
+            async def run() -> None:
+                held.limit = limit if grouped else 0  # 0: none held, each commits alone
+                try:
+                    await asyncio.gather(*(produce(events[i::8]) for i in range(8)))
+                finally:
+                    held.limit = limit
+
+            return run
+
+        return make
+
+    await compare(
+        "eight producers at once",
+        {"each commits alone": producers(False), "group commit": producers(True)},
+        rounds,
+        count,
+    )
 
 
 async def main(options: argparse.Namespace) -> None:
@@ -406,6 +449,7 @@ async def main(options: argparse.Namespace) -> None:
             await compare_live_batches(worker, spec, database, options.rounds, count)
             await compare_session_trips(database, options.rounds, count)
             await compare_commit_here(database, options.rounds, count)
+            await compare_group_commit(database, options.rounds, count)
         finally:
             await database.dispose()
 
