@@ -585,8 +585,11 @@ class OutboxRelay:
                 # before the relay's bookkeeping does: their commit is what users wait for.
                 for _ in range(_CONSUMERS_FIRST):
                     await asyncio.sleep(0)
-            async with self._db.transaction() as session:
-                await self._record(session, outcome)
+            if outcome.published:  # one raw statement, as `_Marks` writes them
+                await self._mark_published(outcome.published)
+            if outcome.failed or outcome.parked:
+                async with self._db.transaction() as session:
+                    await self._record_failures(session, outcome)
         finally:
             # Written, or to be claimed (and published) again: never skipped for good.
             marks.release(seqs)
@@ -727,21 +730,9 @@ class OutboxRelay:
     def _retry_delay(self, attempts: int) -> timedelta:
         return timedelta(seconds=self.backoff(attempts + 1))
 
-    async def _record(self, session: AsyncSession, outcome: _Outcome) -> None:
+    async def _record_failures(self, session: AsyncSession, outcome: _Outcome) -> None:
+        """Write the back-off of the rows that failed and set aside those parked."""
         now = self._clock()
-        if outcome.published and self._delete_published:
-            await session.execute(outbox.delete().where(outbox.c.seq.in_(outcome.published)))
-        elif outcome.published:
-            await session.execute(
-                outbox.update()
-                .where(outbox.c.seq.in_(outcome.published))
-                .values(
-                    published_at=now,
-                    attempts=outbox.c.attempts + 1,
-                    next_attempt_at=None,
-                    last_error=None,
-                )
-            )
         for seq, attempts, error in outcome.failed:
             await session.execute(
                 outbox.update()
