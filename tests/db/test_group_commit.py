@@ -46,7 +46,7 @@ class _Blocker:
 
     def __init__(self, database: Database, n: int) -> None:
         self.database, self.n = database, n
-        self.inside, self.go = asyncio.Event(), asyncio.Event()
+        self.inside, self.go, self.done = asyncio.Event(), asyncio.Event(), asyncio.Event()
         self.seen: list[int] = []
 
     async def __call__(self) -> None:
@@ -55,6 +55,7 @@ class _Blocker:
             self.seen = list((await session.execute(sa.text("SELECT n FROM t"))).scalars())
             self.inside.set()
             await self.go.wait()
+        self.done.set()
 
 
 async def test_a_transaction_whose_writes_rode_along_is_held_then_commits_with_the_next(
@@ -240,3 +241,38 @@ async def test_a_wait_cancelled_as_the_turn_came_passes_the_turn_on() -> None:
     free = turn.place()
     assert free.done()
     assert free.result() is True  # a free turn is taken at once
+
+
+async def test_a_held_group_with_no_writer_to_be_had_fails_and_never_hangs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    database = await _writer_db(tmp_path)
+    blocker = _Blocker(database, 9)
+    original, asked = database._the_writer, []
+
+    async def gone_the_third_time() -> Any:
+        asked.append(1)
+        if len(asked) == 3:  # the first member's place in line, after both members
+            raise OSError("the disk went away")  # as connecting anew would
+        return await original()
+
+    monkeypatch.setattr(database, "_the_writer", gone_the_third_time)
+    second: asyncio.Future[asyncio.Task[None]] = asyncio.get_running_loop().create_future()
+
+    async def first() -> None:
+        async with database.transaction() as session:
+            await insert_rows(session, T, [{"n": 1}], along=True)
+            second.set_result(await _started(_held_behind(database, 2, blocker())))
+
+    try:
+        held = asyncio.create_task(first())
+        for member in (held, await asyncio.wait_for(second, 5)):
+            with pytest.raises(OSError, match="the disk went away"):
+                await asyncio.wait_for(member, 5)
+        blocker.go.set()
+        await asyncio.wait_for(blocker.done.wait(), 5)
+        monkeypatch.undo()
+        assert await _numbers(database) == [9]
+        assert database.write_turn_stats.held_commits == 2
+    finally:
+        await database.dispose()

@@ -140,6 +140,10 @@ class HeldCommits:
         self._taken = (future, not self._members)
         self._members.append((riders, future))
 
+    def fail(self, error: BaseException) -> None:
+        """Fail every transaction held now with *error*: none of their writes was sent."""
+        _settle_members(self._take_all(), error)
+
     def _take_all(self) -> _Members:
         members, self._members = self._members, []
         if members:
@@ -710,20 +714,24 @@ def _commit_batches(
     return refused
 
 
-async def commit_held(dbapi_connection: Any) -> None:
-    """Commit the transactions held on the connection's `HeldCommits`, if any, in one go.
+async def commit_held(dbapi_connection: Any, held: HeldCommits) -> None:
+    """Commit the transactions *held* (if any) on the writer's connection, in one go.
 
     For the writer's owner, under the write turn, between transactions. Each held
     transaction learns its outcome from its future; this raises nothing of theirs.
     """
-    driver = getattr(dbapi_connection, "_connection", None)
-    setting = _here.get(driver) if driver is not None else None
-    if setting is None or setting.held is None or not (members := setting.held._take_all()):
+    if not (members := held._take_all()):
         return
+    driver = dbapi_connection._connection
+    setting = _here.get(driver)
     batches = [batch for batch, _ in members]
-    here = setting.when is None or setting.when()
+    # Here while others wait for the turn, as any commit of the writer (`commit_here`).
+    busy_timeout_ms = None
+    if setting is not None and (setting.when is None or setting.when()):
+        busy_timeout_ms = setting.busy_timeout_ms
     with contextlib.suppress(Exception):
-        if here and _group_here(driver, members, batches, setting.busy_timeout_ms) is not None:
+        here = busy_timeout_ms is not None
+        if here and _group_here(driver, members, batches, busy_timeout_ms or 0) is not None:
             return
         await _group_hop(driver, members, batches)
 

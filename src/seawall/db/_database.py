@@ -480,9 +480,12 @@ class Database:
             if not self._writer_taken.acquire(blocking=False):
                 return False
             try:
-                await commit_held(
-                    (await pooled_connection(await self._the_writer())).dbapi_connection
-                )
+                try:
+                    writer = await pooled_connection(await self._the_writer())
+                except Exception as exc:  # no writer to be had: they fail, nothing written
+                    self._held.fail(exc)
+                    return True
+                await commit_held(writer.dbapi_connection, self._held)
             finally:
                 self._writer_taken.release()
             return True
