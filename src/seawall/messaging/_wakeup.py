@@ -2,8 +2,10 @@
 
 `Outbox.add` marks its session; SQLAlchemy's ``after_commit`` event then sets
 every registered waiter, so an in-process relay starts publishing right after
-the commit instead of at its next poll. Relays in other processes hear about the
-commit through PostgreSQL's ``NOTIFY`` (or their poll on SQLite).
+the commit instead of at its next poll. A commit held for a group commit on
+SQLite (`seawall.db.held_commit`) sets them once the group is written. Relays in
+other processes hear about the commit through PostgreSQL's ``NOTIFY`` (or their
+poll on SQLite).
 """
 
 from __future__ import annotations
