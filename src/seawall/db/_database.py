@@ -608,14 +608,17 @@ class Database:
         stats = self.write_turn_stats
         asked = time.perf_counter()
         try:
-            # Not `asyncio.wait_for`: on Python 3.11 it runs the acquire in a task of its
-            # own, so even a free lock cost two turns of the event loop.
-            turn.waiting += 1
-            try:
-                async with asyncio.timeout(self.timeout):
-                    await turn.acquire()
-            finally:
-                turn.waiting -= 1
+            if not turn.held:  # free: taken at once, no wait to time (a timeout costs 8 µs)
+                await turn.acquire()
+            else:
+                # Not `asyncio.wait_for`: on Python 3.11 it runs the acquire in a task of
+                # its own, so even a free lock cost two turns of the event loop.
+                turn.waiting += 1
+                try:
+                    async with asyncio.timeout(self.timeout):
+                        await turn.acquire()
+                finally:
+                    turn.waiting -= 1
         except TimeoutError as exc:
             stats.timeouts += 1
             stats.waited_seconds += time.perf_counter() - asked
