@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from seawall.db import Database, insert_rows, migrate
 from seawall.db._database import _give_up, _Turn
 from seawall.messaging import Event, Outbox, _wakeup
-from tests.db.test_database import _numbers, _writer_db
+from tests.db.test_database import _numbers, _waiting_for_the_turn, _writer_db
 
 T = sa.table("t", sa.column("n"))
 
@@ -67,7 +67,7 @@ async def test_a_transaction_whose_writes_rode_along_is_held_then_commits_with_t
         hops.clear()
         async with database.transaction() as session:
             await insert_rows(session, T, [{"n": 1}], along=True)
-            second = await _started(_stage(database, 2))
+            second = await _waiting_for_the_turn(database, 2)
         # Held while the second waited; the second, nobody behind it, committed both:
         # one BEGIN, one COMMIT, one hop.
         await second
@@ -108,13 +108,13 @@ async def test_a_held_transaction_whose_write_is_refused_fails_alone(tmp_path: P
             async with database.transaction() as session:
                 # Two rows, the second refused: the first must go too.
                 await insert_rows(session, T, [{"n": 8}, {"n": 5}], along=True)
-                second = await _started(_stage(database, 6))
+                second = await _waiting_for_the_turn(database, 6)
         await second  # committed all the same
         assert await _numbers(database) == [5, 6]
         # The one that commits the group has its own write refused: the held one stays.
         async with database.transaction() as session:
             await insert_rows(session, T, [{"n": 7}], along=True)
-            refused = await _started(_stage(database, 6))
+            refused = await _waiting_for_the_turn(database, 6)
         with pytest.raises(sa.exc.IntegrityError, match="sent along"):
             await refused
         assert await _numbers(database) == [5, 6, 7]
@@ -135,7 +135,7 @@ async def test_when_the_group_cannot_begin_every_member_fails_and_nothing_is_wri
         with pytest.raises(sa.exc.OperationalError, match="locked"):
             async with database.transaction() as session:
                 await insert_rows(session, T, [{"n": 1}], along=True)
-                second = await _started(_stage(database, 2))
+                second = await _waiting_for_the_turn(database, 2)
         with pytest.raises(sa.exc.OperationalError, match="locked"):
             await second
         other.execute("ROLLBACK")

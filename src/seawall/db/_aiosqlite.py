@@ -84,6 +84,10 @@ class _Here:
     when: Callable[[], bool] | None  # when its COMMIT runs here (None: always)
     held: HeldCommits | None  # where its transactions are held for a group commit
 
+    def busy_timeout_here(self) -> int | None:
+        """*busy_timeout_ms* when its COMMIT runs here now; None: on aiosqlite's thread."""
+        return self.busy_timeout_ms if self.when is None or self.when() else None
+
 
 class HeldCommits:
     """Transactions whose writes all rode along, held to commit with others (group commit).
@@ -579,8 +583,7 @@ class _OneHopConnection(AsyncAdapt_aiosqlite_connection):
             raise type(spoiled)(f"cannot commit: {spoiled}")
         busy_timeout_ms, held = None, None
         if (setting := _here.get(driver)) is not None:
-            if setting.when is None or setting.when():  # others wait: commit here
-                busy_timeout_ms = setting.busy_timeout_ms
+            busy_timeout_ms = setting.busy_timeout_here()
             if setting.when is not None:
                 held = setting.held
         riders = _riders.pop(driver, None)
@@ -726,9 +729,7 @@ async def commit_held(dbapi_connection: Any, held: HeldCommits) -> None:
     setting = _here.get(driver)
     batches = [batch for batch, _ in members]
     # Here while others wait for the turn, as any commit of the writer (`commit_here`).
-    busy_timeout_ms = None
-    if setting is not None and (setting.when is None or setting.when()):
-        busy_timeout_ms = setting.busy_timeout_ms
+    busy_timeout_ms = None if setting is None else setting.busy_timeout_here()
     with contextlib.suppress(Exception):
         here = busy_timeout_ms is not None
         if here and _group_here(driver, members, batches, busy_timeout_ms or 0) is not None:

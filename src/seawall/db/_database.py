@@ -170,14 +170,7 @@ class _Turn:
         if not self.held:
             self.held = True
             return
-        place = asyncio.get_running_loop().create_future()
-        self.line.append(place)
-        try:
-            await place
-        except BaseException:
-            if place.done() and not place.cancelled():  # it came as the wait was cancelled
-                self.release()
-            raise
+        await self.wait(self.place())
 
     def place(self) -> asyncio.Future[bool]:
         """A place in line: its result is True once the turn is the caller's (to `release`)."""
@@ -188,6 +181,18 @@ class _Turn:
             self.held = True
             place.set_result(True)
         return place
+
+    async def wait(self, place: asyncio.Future[bool]) -> bool:
+        """Wait in *place*: True once the turn is the caller's, False if given up.
+
+        Cancelled as the turn came, the turn passes on.
+        """
+        try:
+            return await place
+        except BaseException:
+            if place.done() and not place.cancelled() and place.result():
+                self.release()
+            raise
 
     def release(self) -> None:
         line = self.line
@@ -455,10 +460,8 @@ class Database:
         place = turn.place()
         future.add_done_callback(lambda _: _give_up(place))
         try:
-            mine = await place
+            mine = await turn.wait(place)
         except BaseException:
-            if place.done() and not place.cancelled() and place.result():
-                turn.release()
             self._commit_held_later(generation)  # cancelled: a task of its own sees to it
             raise
         if mine and not await self._commit_held_in_turn(turn, generation):
@@ -500,7 +503,11 @@ class Database:
         flush.add_done_callback(self._flushes.discard)
 
     async def _commit_held(self, generation: int) -> None:
-        """`_see_committed` in a task of its own, when its transaction's caller was cancelled."""
+        """`_see_committed` without a place in line: the turn taken like any other.
+
+        For a group whose first member's caller was cancelled (in a task of its
+        own), and for one that `dispose` finds.
+        """
         held = self._held
         assert held is not None
         while held.generation == generation:
@@ -700,11 +707,9 @@ class Database:
         if flushes := [flush for flush in self._flushes if flush.get_loop() is running]:
             await asyncio.wait(flushes, timeout=self.timeout)
         if self._held is not None and len(self._held):
-            turn = self._turn()
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.timeout):
-                    await turn.acquire()
-                await self._commit_held_in_turn(turn, self._held.generation)
+                    await self._commit_held(self._held.generation)
         with self._kept_lock:
             kept, self._kept = self._kept, []
             self._disposals += 1
